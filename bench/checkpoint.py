@@ -1,0 +1,123 @@
+"""Checkpoints for preemption-safe runs, and the preemption signal flag.
+
+A checkpoint holds the models, optimizers, LR schedulers, RNG states, the next step,
+the metrics.jsonl byte offset and the loop's running summaries. Data position needs
+no state: the batch order is a function of (seed, epoch), so the next step says where
+to start. Written atomically (temporary file + os.replace); loaded with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.records import config_hash
+
+FILE = "checkpoint.pt"
+
+
+class PreemptFlag:
+    """Set by SIGUSR2/SIGTERM; the loop checkpoints at the next step boundary, then hands the
+    signal to the handler that was installed before (submitit's, which requeues the job)."""
+
+    def __init__(self):
+        self._set = False
+        self._signum = None
+        self._previous = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGUSR2, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a thread-based launcher): no preemption support
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self._set, self._signum = True, signum
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def hand_over(self) -> None:
+        """Restore the previous handlers and re-deliver the signal to them (after the checkpoint)."""
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        if self._signum is not None:
+            prev = self._previous.get(self._signum)
+            if callable(prev):
+                prev(self._signum, None)
+            else:
+                os.kill(os.getpid(), self._signum)
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # numpy's key array is stored as a list so that torch.load(weights_only=True) accepts it
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save(out_dir, cfg, next_step: int, models, opts, scheds, metrics_offset: int, extra: dict) -> None:
+    from omegaconf import OmegaConf
+
+    state = {
+        "config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
+        "step": next_step,
+        "models": {n: m.state_dict() for n, m in models.items()},
+        "optimizers": {n: o.state_dict() for n, o in opts.items()},
+        "schedulers": {n: {"last_epoch": s.last_epoch, "_last_lr": s._last_lr} for n, s in scheds.items()},
+        "rng": _rng_state(),
+        "metrics_offset": metrics_offset,
+        **extra,
+    }
+    path = Path(out_dir) / FILE
+    tmp = path.with_name(f".{FILE}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load(out_dir, cfg) -> dict | None:
+    """The checkpoint in ``out_dir`` if it belongs to this exact config, else None."""
+    from omegaconf import OmegaConf
+
+    path = Path(out_dir) / FILE
+    if not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("config_hash") != config_hash(OmegaConf.to_container(cfg, resolve=True)):
+        return None
+    return state
+
+
+def restore(state: dict, models, opts, scheds) -> int:
+    """Load everything back; returns the step to continue from."""
+    for n, m in models.items():
+        m.load_state_dict(state["models"][n])
+    for n, o in opts.items():
+        o.load_state_dict(state["optimizers"][n])
+    for n, s in scheds.items():
+        s.last_epoch = state["schedulers"][n]["last_epoch"]
+        lrs = [lam(s.last_epoch) * base for lam, base in zip(s.lr_lambdas, s.base_lrs)]
+        for g, lr in zip(s.optimizer.param_groups, lrs):
+            g["lr"] = lr
+        s._last_lr = lrs
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    kind, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["step"]
+
+
+def remove(out_dir) -> None:
+    (Path(out_dir) / FILE).unlink(missing_ok=True)

@@ -1,0 +1,213 @@
+"""The training loop: one function, readable top to bottom.
+
+Per optimizer step s (0-based, see :mod:`bench.schedules`):
+
+1. take global batch s of the epoch, keep this process's shard, cut it into micro-batches;
+2. for each model in the task's order: accumulate gradients over the micro-batches
+   (each micro-batch loss weighted 1/n, so the update equals one big-batch update),
+   optionally clip, step its optimizer at the LR its scheduler set for step s, advance
+   the scheduler;
+3. every ``check_every`` steps look at the losses for divergence; every ``log_every``
+   steps write a row; every ``eval_every`` steps (and at the end) evaluate;
+4. checkpoint every ``checkpoint_every`` steps and when a preemption signal arrived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import hydra
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from bench import checkpoint as ckpt
+from bench.distributed import Dist
+from bench.plan import Plan
+from bench.progress import JobProgress
+
+
+@dataclass
+class Outcome:
+    """What the loop hands back for result.json."""
+
+    status: str = "completed"
+    steps: int = 0
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+    final: dict = field(default_factory=dict)
+    best: dict = field(default_factory=dict)
+    best_step: dict = field(default_factory=dict)
+    final_train_loss: float | None = None
+    train_time_s: float = 0.0
+    resumed_from: int | None = None
+    preempted: bool = False
+
+
+def build_optimizers(plan: Plan, models: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+    """Instantiate each model's optimizer (a ``_partial_`` config) at its effective peak LR."""
+    opts = {}
+    for name, model in models.items():
+        oc = dict(plan.optimizer_cfgs[name])
+        oc["lr"] = oc["lr"] * plan.lr_scale
+        if "betas" in oc:
+            oc["betas"] = tuple(oc["betas"])
+        opts[name] = hydra.utils.instantiate(oc)(model.parameters())
+    return opts
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _better(mode: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new > old if mode == "max" else new < old
+
+
+def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptFlag") -> Outcome:
+    """Run the plan. Divergence and preemption end the loop early and are reported in the Outcome."""
+    device = task.device
+    t = cfg.train
+    precision = cfg.hardware.precision
+    models = task.models
+    wrapped = {n: dist.wrap(m) for n, m in models.items()}
+    if cfg.hardware.compile:
+        wrapped = {n: torch.compile(m) for n, m in wrapped.items()}
+    opts = build_optimizers(plan, models)
+    scheds = {n: LambdaLR(opts[n], plan.schedules[n]) for n in models}
+    multi = len(models) > 1
+    metric_modes = dict(task.metrics)
+
+    out = Outcome()
+    start, initial_loss = 0, None
+    state = ckpt.load(out_dir, cfg)
+    if state is not None:
+        start = ckpt.restore(state, models, opts, scheds)
+        initial_loss = state["initial_loss"]
+        out.best, out.best_step, out.final = state["best"], state["best_step"], state["final"]
+        out.resumed_from = start
+    if dist.is_main:
+        logger.open(state["metrics_offset"] if state is not None else None)
+
+    progress = JobProgress(plan.total_steps, enabled=dist.is_main)
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, total loss) not yet checked
+    batches, epoch_of_iter = None, -1
+    t0 = time.perf_counter()
+    step = start
+    for step in range(start, plan.total_steps):
+        epoch, idx = divmod(step, plan.steps_per_epoch)
+        if epoch != epoch_of_iter:
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            batches, epoch_of_iter = iter(task.train_batches(cfg.batch.size, epoch, idx, gen)), epoch
+        batch = next(batches)
+        shard = task.split(batch, dist.world_size)[dist.rank] if dist.world_size > 1 else batch
+        micros = task.split(shard, plan.micro_batches)
+        log_now = step % t.log_every == 0 or step == plan.total_steps - 1
+
+        row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}
+        total_loss = None
+        grad_sq = None
+        for name, model in wrapped.items():
+            opt = opts[name]
+            lr = opt.param_groups[0]["lr"]
+            loss_sum, stats_sum = None, {}
+            for i, mb in enumerate(micros):
+                sync = i == len(micros) - 1
+                with dist.no_sync(model, sync), _autocast(device, precision):
+                    res = task.loss(name, model, mb)
+                loss, stats = res if isinstance(res, tuple) else (res, {})
+                (loss / len(micros)).backward()
+                d = loss.detach()
+                loss_sum = d if loss_sum is None else loss_sum + d
+                for k, v in stats.items():
+                    stats_sum[k] = v.detach() if k not in stats_sum else stats_sum[k] + v.detach()
+            loss_mean = loss_sum / len(micros)
+            if t.clip_grad is not None or log_now:
+                gn = torch.nn.utils.clip_grad_norm_(models[name].parameters(), t.clip_grad if t.clip_grad is not None else math.inf)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            scheds[name].step()
+            total_loss = loss_mean if total_loss is None else total_loss + loss_mean
+            if log_now:
+                grad_sq = gn.float() ** 2 if grad_sq is None else grad_sq + gn.float() ** 2
+                suffix = f"/{name}" if multi else ""
+                row[f"lr{suffix}"] = lr
+                if multi:
+                    row[f"train_loss{suffix}"] = loss_mean
+                    row[f"grad_norm{suffix}"] = gn
+                for k, v in stats_sum.items():
+                    row[f"{k}/{name}"] = v / len(micros)
+        pending.append((step, total_loss))
+
+        if log_now or (step + 1) % t.check_every == 0 or step == plan.total_steps - 1:
+            bad, initial_loss = _check(pending, initial_loss, t.diverge_factor if task.loss_ratio_divergence else None, dist)
+            pending.clear()
+            if bad is not None:
+                out.status, (out.diverged_step, out.diverged_reason) = "diverged", bad
+                out.steps = bad[0] + 1
+                if dist.is_main:
+                    logger.log({"kind": "train", "step": bad[0], "epoch": bad[0] / plan.steps_per_epoch, "diverged": bad[1]})
+                break
+        if log_now:
+            row["train_loss"] = total_loss
+            row["grad_norm"] = grad_sq.sqrt()
+            row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
+            out.final_train_loss = row["train_loss"]
+            if dist.is_main:
+                logger.log(row)
+            progress.update(step, row)
+
+        if (step + 1) % t.eval_every == 0 or step == plan.total_steps - 1:
+            metrics = _evaluate(task, device, precision, dist)
+            if dist.is_main:
+                logger.log({"kind": "eval", "step": step, "epoch": (step + 1) / plan.steps_per_epoch, **metrics})
+            out.final = metrics
+            for k, v in metrics.items():
+                if k in metric_modes and _better(metric_modes[k], v, out.best.get(k)):
+                    out.best[k], out.best_step[k] = v, step
+
+        out.steps = step + 1
+        due = t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < plan.total_steps
+        if due or preempt.is_set():
+            extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final}
+            if dist.is_main:
+                ckpt.save(out_dir, cfg, step + 1, models, opts, scheds, logger.offset(), extra)
+            dist.barrier()
+            if preempt.is_set():
+                out.status, out.preempted = "preempted", True
+                break
+    out.train_time_s = time.perf_counter() - t0
+    progress.close()
+    return out
+
+
+def _check(pending, initial_loss, factor, dist: Dist):
+    """First (step, reason) in ``pending`` with a non-finite loss or one above factor x the first loss.
+
+    Returns ``(bad_or_None, first_loss)``; the first loss is the mean loss of step 0 over processes.
+    """
+    losses = dist.all_mean(torch.stack([l.float() for _, l in pending])).cpu()
+    first = initial_loss if initial_loss is not None else losses[0].item()
+    for (s, _), v in zip(pending, losses.tolist()):
+        if not math.isfinite(v):
+            return (s, f"non-finite loss {v}"), first
+        if factor is not None and v > factor * first:
+            return (s, f"loss {v:.4g} > {factor} x first loss {first:.4g}"), first
+    return None, first
+
+
+@torch.no_grad()
+def _evaluate(task, device, precision, dist: Dist) -> dict[str, float]:
+    metrics = None
+    if dist.is_main:
+        with _autocast(device, precision):
+            metrics = task.evaluate()
+    return dist.broadcast(metrics)

@@ -1,0 +1,132 @@
+"""The task interface: what a workload gives the harness.
+
+A task owns its data, its model(s), its loss and its metrics. The harness owns
+everything else: optimizers, LR schedules, batch scaling, accumulation, DDP,
+precision, divergence checks, records, checkpoints.
+
+A task trains one or more *models*, each with its own optimizer and LR schedule.
+``models`` is an ordered mapping; each harness step updates the models in that
+order, one optimizer step each (a GAN lists ``discriminator`` then ``generator``).
+Single-model tasks name theirs ``model``.
+
+Batches are whatever the task likes (a tensor, a tuple or dict of tensors) as
+long as :meth:`Task.split` can cut one into equal parts along the example axis;
+the default handles tensors and (nested) tuples, lists and dicts of tensors.
+
+Randomness: data order must depend only on ``(seed, epoch)`` through the generator
+the harness passes in; any other randomness (dropout, masking, noise) must come
+from torch's global RNG, which the harness seeds and checkpoints.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterator, Mapping
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+Batch = Any
+
+
+class Task(ABC):
+    """Base class for workloads. Subclasses are built by Hydra from ``conf/task/*.yaml``.
+
+    Constructor contract: ``Task(cfg, seed, device)`` where ``cfg`` is the ``task``
+    config node. Validate the task's own keys there and raise
+    :class:`bench.errors.ConfigError` naming key, value and what is allowed; the
+    constructor runs before any record is written.
+    """
+
+    #: Validation metrics and the direction that is better; the first one is the primary metric.
+    metrics: Mapping[str, str] = {"val_loss": "min"}
+
+    #: When False the harness only treats non-finite losses as divergence (GAN losses
+    #: do not start at their maximum, so a ratio to the first loss means nothing).
+    loss_ratio_divergence: bool = True
+
+    def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------ required
+
+    @property
+    @abstractmethod
+    def models(self) -> Mapping[str, nn.Module]:
+        """Ordered ``name -> module``, on ``self.device``; one optimizer and schedule each."""
+
+    @abstractmethod
+    def train_size(self) -> int:
+        """Examples in one epoch (an epoch has ``train_size() // batch.size`` steps)."""
+
+    @abstractmethod
+    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator[Batch]:
+        """Global batches of ``batch_size`` examples for ``epoch``, beginning at batch ``start``.
+
+        The order must be a function of the generator (seeded by the harness from
+        ``(seed, epoch)``) so that a resumed run sees the same batches.
+        """
+
+    @abstractmethod
+    def loss(self, name: str, model: nn.Module, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, dict]:
+        """Mean loss of model ``name`` on ``batch`` (a micro-batch), as a scalar tensor.
+
+        ``model`` is the module to call: it may be the DDP- or compile-wrapped
+        version of ``self.models[name]``. May also return ``(loss, stats)`` where
+        ``stats`` maps names to scalar tensors (averaged over micro-batches and
+        written as ``name/<model>`` in logged rows; keep them on-device).
+        """
+
+    @abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (keys of :attr:`metrics` at least). Called under ``torch.no_grad``."""
+
+    # ------------------------------------------------------------ optional
+
+    def split(self, batch: Batch, parts: int) -> list[Batch]:
+        """Cut a batch into ``parts`` equal pieces along the example axis."""
+        return _split(batch, parts)
+
+    def optimizer_overrides(self, name: str) -> Mapping[str, Any]:
+        """Keys merged into the ``optimizer`` config for model ``name`` (e.g. a TTUR LR or betas)."""
+        return {}
+
+    def warmup_applies_to(self, name: str) -> bool:
+        """Whether the ``warmup`` group's warm-up applies to model ``name`` (all models by default)."""
+        return True
+
+    def units_per_example(self) -> Mapping[str, float]:
+        """Throughput units besides examples, per example: e.g. ``{"tokens": context_length}``."""
+        return {}
+
+    def final_status(self, final_metrics: Mapping[str, float]) -> str | None:
+        """A status that overrides ``completed`` at the end of a run (e.g. ``collapsed``), or None."""
+        return None
+
+    def extra_record(self) -> dict:
+        """Task facts to store in result.json under ``task_info`` (dataset sizes, parameter counts)."""
+        return {}
+
+
+def _split(batch: Batch, parts: int) -> list[Batch]:
+    if parts == 1:
+        return [batch]
+    if isinstance(batch, torch.Tensor):
+        if batch.shape[0] % parts:
+            raise ValueError(f"cannot split a batch of {batch.shape[0]} into {parts} equal parts")
+        return list(batch.chunk(parts))
+    if isinstance(batch, (tuple, list)):
+        cols = [_split(b, parts) for b in batch]
+        return [type(batch)(c[i] for c in cols) for i in range(parts)]
+    if isinstance(batch, dict):
+        cols = {k: _split(v, parts) for k, v in batch.items()}
+        return [{k: v[i] for k, v in cols.items()} for i in range(parts)]
+    raise TypeError(f"cannot split a batch of type {type(batch).__name__}; override Task.split")
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

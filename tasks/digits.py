@@ -1,0 +1,97 @@
+"""Digits: scikit-learn's bundled 8x8 handwritten digits and a small CNN.
+
+The whole data set (1797 images) lives on the device as one tensor, so a batch is
+an index into it: no loader, no host copies in the step loop.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from bench.errors import bad
+from tasks.base import Task, count_parameters
+
+
+def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images as float32 (N, 1, 8, 8) scaled to [0, 1] and int64 labels, split by a fixed permutation."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target, dtype=torch.int64)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    n_val = round(len(x) * val_fraction)
+    val, train = perm[:n_val], perm[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+class DigitsCNN(nn.Module):
+    """conv3x3(c1) - ReLU - conv3x3(c2) - ReLU - maxpool2 - linear(hidden) - ReLU - linear(10).
+
+    PyTorch's default (Kaiming-uniform) initialisation; no normalisation layers, so the
+    batch size only enters through the gradient noise.
+    """
+
+    def __init__(self, channels: tuple[int, int], hidden: int, classes: int = 10):
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc1 = nn.Linear(c2 * 4 * 4, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+class DigitsTask(Task):
+    """Classify 8x8 digits; metrics: val_acc (primary, higher is better) and val_loss."""
+
+    metrics = {"val_acc": "max", "val_loss": "min"}
+
+    def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
+        super().__init__(cfg, seed, device)
+        if not 0 < cfg.val_fraction < 1:
+            raise bad("task.val_fraction", cfg.val_fraction, "a fraction in (0, 1)")
+        if len(cfg.channels) != 2 or min(cfg.channels) < 1:
+            raise bad("task.channels", list(cfg.channels), "two positive conv widths, e.g. [32, 64]")
+        xt, yt, xv, yv = load_digits_split(cfg.val_fraction, cfg.split_seed)
+        self.x_train, self.y_train = xt.to(device), yt.to(device)
+        self.x_val, self.y_val = xv.to(device), yv.to(device)
+        self.model = DigitsCNN(tuple(cfg.channels), cfg.hidden).to(device)
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_size(self) -> int:
+        return len(self.x_train)
+
+    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
+        perm = torch.randperm(len(self.x_train), generator=generator).to(self.device)
+        for i in range(start, len(perm) // batch_size):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            yield self.x_train[idx], self.y_train[idx]
+
+    def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        logits = self.model(self.x_val).float()
+        self.model.train()
+        return {
+            "val_loss": F.cross_entropy(logits, self.y_val).item(),
+            "val_acc": (logits.argmax(1) == self.y_val).float().mean().item(),
+        }
+
+    def extra_record(self) -> dict:
+        return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "parameters": count_parameters(self.model)}
