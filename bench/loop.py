@@ -118,6 +118,9 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
         for name, model in wrapped.items():
             opt = opts[name]
             lr = opt.param_groups[0]["lr"]
+            if multi:  # a model's loss may run through the others (G's loss through D): start from clean grads
+                for o in opts.values():
+                    o.zero_grad(set_to_none=True)
             loss_sum, stats_sum = None, {}
             for i, mb in enumerate(micros):
                 sync = i == len(micros) - 1
