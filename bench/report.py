@@ -1,0 +1,520 @@
+"""Sweep report: ``python -m bench.report SWEEP_DIR [--out DIR] [--metric NAME]``.
+
+Reads every ``result.json`` under a multirun directory (basic and joblib layouts
+``SWEEP/<job num>/``, submitit's ``SWEEP/.submitit/``, nested sweeps) and writes into
+``--out`` (default ``SWEEP/report``):
+
+- ``runs.csv``: one row per run;
+- ``summary.csv``: one row per cell (all varying config keys except ``seed``) with the mean
+  of the metric over seeds, its 95% bootstrap interval, the run count and the diverged count;
+- ``best_lr.csv``: the best LR per (task, optimizer, warm-up, batch size, other keys);
+- ``alpha.csv``: the fitted exponent alpha of eta* ~ B^alpha per (task, optimizer, warm-up);
+- ``table.md`` and ``table.tex`` with those tables, the figures (``bench/report_plots.py``)
+  and a ``README.md`` with the sweep command, commit, hardware, wall time and warnings.
+
+Statistics (see docs/report.md):
+
+- a run's metric enters its cell's mean only when the run finished (``completed``, or a
+  task's own finished status such as ``collapsed``); diverged, failed, preempted and
+  still-``running`` runs are counted, never averaged;
+- the best LR of a group is chosen among cells whose runs all completed (none diverged);
+- the interval is the 2.5/97.5 percentile of the mean over 2000 resamples of the seeds
+  with replacement (numpy RNG seed 0, so the report is deterministic); one seed gives none;
+- alpha is the least-squares slope of log(eta*) on log(B) over batch sizes, eta* the best
+  peak LR (``lr_peak``, after the scaling rule); its interval resamples the seeds of every
+  cell, re-picks eta* per batch size and refits, 1000 times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.records import METRICS, RESULT, read_metrics, read_result
+
+BOOT_CELL = 2000  # resamples for a cell's interval
+BOOT_ALPHA = 1000  # resamples for alpha's interval (each refits every group)
+FINISHED_OK = ("completed", "collapsed")  # the run trained to the end: its metric is a measurement
+BASE_KEYS = ["task", "optimizer", "warmup", "batch_size", "lr_base"]
+RENAME = {"optimizer.lr": "lr_base", "batch.size": "batch_size"}  # override keys the record already holds as columns
+NOT_CELL = {"seed", "experiment", "logger", "hardware", "train.force", "report"}  # never split cells
+
+
+class ReportError(Exception):
+    """Input the report cannot work with: one line, non-zero exit."""
+
+
+@dataclass
+class Sweep:
+    """What was read from a sweep directory."""
+
+    root: Path
+    runs: pd.DataFrame
+    keys: list[str]  # the cell's columns
+    metric: str  # column name of the chosen metric ("metric" holds the values)
+    modes: dict[str, str]  # task -> "min" | "max" for the chosen metric
+    warnings: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _lookup(cfg: dict, dotted: str):
+    cur = cfg
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _override_keys(overrides: list[str]) -> dict[str, str]:
+    out = {}
+    for o in overrides or []:
+        if "=" not in o:
+            continue
+        k, v = o.split("=", 1)
+        out[k.lstrip("+~")] = v
+    return out
+
+
+def _number(v):
+    if isinstance(v, str):
+        try:
+            return float(v)  # non-finite values are stored as strings ("nan", "inf")
+        except ValueError:
+            return math.nan
+    return math.nan if v is None else float(v)
+
+
+def find_records(root: Path) -> list[Path]:
+    """Every result.json under root, including hidden folders (submitit's .submitit/), sorted."""
+    return sorted(p for p in root.rglob(RESULT) if ".hydra" not in p.parts)
+
+
+def _job_dirs_without_record(root: Path) -> list[Path]:
+    """Job folders Hydra created (they hold .hydra/) that have no result.json: never started or crashed early."""
+    return sorted(p.parent for p in root.rglob(".hydra") if p.is_dir() and not (p.parent / RESULT).exists())
+
+
+def sweep_commands(root: Path) -> list[str]:
+    """The command of each multirun under root, rebuilt from multirun.yaml's hydra.overrides."""
+    import yaml
+
+    cmds = []
+    for path in sorted(root.rglob("multirun.yaml")):
+        try:
+            with open(path) as f:
+                ov = (yaml.safe_load(f) or {}).get("hydra", {}).get("overrides", {})
+        except (OSError, yaml.YAMLError):
+            continue
+        hydra_ov = [o for o in ov.get("hydra") or [] if o != "hydra.mode=MULTIRUN"]
+        args = " ".join(_quote(o) for o in [*hydra_ov, *(ov.get("task") or [])])
+        cmds.append(f"python -m bench -m {args}".rstrip())
+    return cmds
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in " ()[]{}$*?|&;<>'\"") else arg
+
+
+def load(root: Path, metric: str | None = None) -> Sweep:
+    """Read the records under root into a runs table. Raises ReportError for unusable input."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReportError(f"{root}: not a directory (give the sweep directory a multirun wrote)")
+    if not any(root.iterdir()):
+        raise ReportError(f"{root}: empty directory, no sweep has run here")
+    paths = find_records(root)
+    warnings = []
+    records = []
+    for p in paths:
+        r = read_result(p)
+        if r is None or not isinstance(r.get("config"), dict) or "status" not in r or "metric_modes" not in r:
+            warnings.append(f"unreadable or half-written record skipped: {p}")
+            continue
+        r["_path"] = p
+        records.append(r)
+    for d in _job_dirs_without_record(root):
+        warnings.append(f"job folder without result.json (never started, or crashed before writing): {d}")
+    if not records:
+        raise ReportError(f"{root}: no readable result.json records found (is this a multirun directory?)")
+
+    known = sorted({m for r in records for m in r["metric_modes"]})
+    if metric is not None and metric not in known:
+        raise ReportError(f"--metric={metric!r} is not a metric of these runs: one of {', '.join(known)}")
+
+    # Which override keys and choices vary across the runs: together they define the cells.
+    extra_vals: dict[str, list] = {}
+    for r in records:
+        choices = {k: v for k, v in (r.get("choices") or {}).items() if not k.startswith("hydra")}
+        ov = _override_keys(r.get("overrides"))
+        vals = dict(choices)
+        for k in ov:
+            if k in choices or k.startswith("hydra"):
+                continue
+            v = _lookup(r["config"], k)
+            vals[RENAME.get(k, k)] = ov[k] if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
+        r["_vals"] = vals
+        for k in vals:
+            extra_vals.setdefault(k, [])
+    for r in records:
+        for k in extra_vals:
+            extra_vals[k].append(str(r["_vals"].get(k)))
+    varying = [k for k, v in extra_vals.items() if len(set(v)) > 1 and k not in NOT_CELL and k not in BASE_KEYS]
+    keys = BASE_KEYS + sorted(varying)
+
+    rows, modes = [], {}
+    for r in records:
+        name = metric or r.get("primary_metric")
+        mode = r["metric_modes"].get(name)
+        if mode is None:
+            warnings.append(f"record without metric {name!r} skipped: {r['_path']}")
+            continue
+        if modes.setdefault(r["task"], mode) != mode:
+            raise ReportError(f"metric {name!r} is 'min' in some runs of task {r['task']} and 'max' in others")
+        final, best = r.get("final") or {}, r.get("best") or {}
+        status = r["status"]
+        row = {
+            "task": r["task"],
+            "optimizer": (r.get("choices") or {}).get("optimizer"),
+            "warmup": r.get("warmup"),
+            "batch_size": r.get("batch_size"),
+            "lr_base": r.get("lr_base"),
+        }
+        for k in varying:
+            row[k] = r["_vals"].get(k)
+        env = r.get("env") or {}
+        row.update(
+            seed=r.get("seed"),
+            status=status,
+            scaling=r.get("scaling"),
+            base_batch_size=r.get("base_batch_size"),
+            lr_peak=r.get("lr_peak"),
+            warmup_steps=max((r.get("warmup_steps") or {"": 0}).values()),
+            schedule=r.get("schedule"),
+            metric_name=name,
+            mode=mode,
+            metric=_number(final.get(name)) if status in FINISHED_OK else math.nan,
+            best_metric=_number(best.get(name)) if status in FINISHED_OK else math.nan,
+            steps=r.get("steps"),
+            steps_planned=r.get("steps_planned"),
+            diverged_step=r.get("diverged_step"),
+            final_train_loss=_number(r.get("final_train_loss")),
+            wall_time_s=_number(r.get("wall_time_s")),
+            started=r.get("started"),
+            ended=r.get("ended"),
+            git_commit=env.get("git_commit"),
+            git_dirty=env.get("git_dirty"),
+            device_name=env.get("device_name"),
+            device=env.get("device"),
+            cpu_count=env.get("cpu_count"),
+            torch_threads=env.get("torch_threads"),
+            host=env.get("host"),
+            torch=env.get("torch"),
+            dir=str(r["_path"].parent),
+        )
+        for m in r["metric_modes"]:
+            row[f"final_{m}"] = _number(final.get(m))
+            row[f"best_{m}"] = _number(best.get(m))
+        rows.append(row)
+        if status == "running":
+            warnings.append(f"run never finished (status running; killed or still going): {r['_path'].parent}")
+    if not rows:
+        raise ReportError(f"{root}: no record holds the metric {metric!r}")
+    runs = pd.DataFrame(rows).sort_values(keys + ["seed"], kind="stable").reset_index(drop=True)
+    names = sorted(runs["metric_name"].unique())
+    return Sweep(root, runs, keys, "/".join(names), modes, warnings, sweep_commands(root))
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def bootstrap_mean(values, rng: np.random.Generator, n: int = BOOT_CELL) -> tuple[float, float]:
+    """95% percentile interval of the mean of ``values`` (resampled with replacement); NaN below 2 values."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def summarize(sw: Sweep) -> pd.DataFrame:
+    """One row per cell: mean and 95% bootstrap interval of the metric, run and status counts."""
+    rng = np.random.default_rng(0)
+    out = []
+    for key, g in sw.runs.groupby(sw.keys, sort=True, dropna=False):
+        vals = g["metric"].to_numpy(float)
+        ok = np.isfinite(vals)
+        lo, hi = bootstrap_mean(vals, rng)
+        row = dict(zip(sw.keys, key))
+        row.update(
+            lr_peak=g["lr_peak"].iloc[0],
+            metric_name=g["metric_name"].iloc[0],
+            mode=g["mode"].iloc[0],
+            mean=float(vals[ok].mean()) if ok.any() else math.nan,
+            ci_low=lo,
+            ci_high=hi,
+            std=float(vals[ok].std(ddof=1)) if ok.sum() > 1 else math.nan,
+            n_runs=len(g),
+            n_completed=int((g["status"] == "completed").sum()),
+            n_diverged=int((g["status"] == "diverged").sum()),
+            n_collapsed=int((g["status"] == "collapsed").sum()),
+            n_unfinished=int((~g["status"].isin(["completed", "diverged", "collapsed"])).sum()),
+            final_train_loss=float(np.nanmean(g["final_train_loss"])) if g["final_train_loss"].notna().any() else math.nan,
+            wall_time_s=float(g["wall_time_s"].sum()),
+        )
+        row["eligible"] = row["n_completed"] == row["n_runs"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _better_idx(means: pd.Series, mode: str):
+    return means.idxmax() if mode == "max" else means.idxmin()
+
+
+def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
+    """Best cell per group (cell keys minus lr_base) among eligible cells; flags a best LR on the grid's edge."""
+    group = [k for k in sw.keys if k != "lr_base"]
+    out = []
+    for key, g in summary.groupby(group, sort=True, dropna=False):
+        grid = sorted(g["lr_base"].unique())
+        ok = g[g["eligible"] & g["mean"].notna()]
+        row = dict(zip(group, key))
+        row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0])
+        if ok.empty:
+            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, edge="no eligible cell")
+        else:
+            b = ok.loc[_better_idx(ok["mean"], row["mode"])]
+            edge = "low" if b["lr_base"] == grid[0] else "high" if b["lr_base"] == grid[-1] else ""
+            row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], edge=edge if len(grid) > 1 else "single LR")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def fit_alpha(batch, lr) -> tuple[float, float]:
+    """Least squares of log(lr) = log(c) + alpha * log(batch); returns (alpha, c)."""
+    x, y = np.log(np.asarray(batch, float)), np.log(np.asarray(lr, float))
+    alpha, logc = np.polyfit(x, y, 1)
+    return round(float(alpha), 12) + 0.0, float(math.exp(logc))  # round (+0.0 drops the sign of zero): a flat fit prints as 0, not -2e-16
+
+
+def _pick(table: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Per batch size, the row of ``table`` (columns batch_size, lr_peak, mean) with the best mean."""
+    rows = [g.loc[_better_idx(g["mean"], mode)] for _, g in table.groupby("batch_size") if g["mean"].notna().any()]
+    return pd.DataFrame(rows)
+
+
+def alpha_table(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
+    """alpha of eta* ~ B^alpha per group (cell keys minus lr_base and batch_size), with a seed-bootstrap interval."""
+    group = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
+    rng = np.random.default_rng(0)
+    out = []
+    for key, g in summary.groupby(group, sort=True, dropna=False):
+        ok = g[g["eligible"] & g["mean"].notna()]
+        mode = g["mode"].iloc[0]
+        picked = _pick(ok, mode)
+        row = dict(zip(group, key))
+        row.update(n_batch_sizes=len(picked), alpha=math.nan, alpha_low=math.nan, alpha_high=math.nan, c=math.nan)
+        if len(picked) >= 2:
+            row["alpha"], row["c"] = fit_alpha(picked["batch_size"], picked["lr_peak"])
+            # resample seeds within every eligible cell, re-pick eta* per batch, refit
+            runs = sw.runs.merge(ok[sw.keys], on=sw.keys)
+            cells = [(k[-2], k[-1], gg["metric"].to_numpy(float)) for k, gg in runs.groupby([*group, "batch_size", "lr_peak"], dropna=False)]
+            alphas = []
+            for _ in range(BOOT_ALPHA):
+                t = pd.DataFrame([(b, lr, v[rng.integers(0, len(v), len(v))].mean()) for b, lr, v in cells], columns=["batch_size", "lr_peak", "mean"])
+                p = _pick(t, mode)
+                if len(p) >= 2:
+                    alphas.append(fit_alpha(p["batch_size"], p["lr_peak"])[0])
+            if alphas:
+                row["alpha_low"], row["alpha_high"] = (float(v) for v in np.percentile(alphas, [2.5, 97.5]))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v):
+            return "–"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _cell_text(r) -> str:
+    if not math.isfinite(r["mean"]):
+        return "–"
+    ci = f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
+    return f"{_fmt(r['mean'])}{ci}"
+
+
+def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of each published table, shared by the markdown and LaTeX writers."""
+    group = [k for k in sw.keys if k != "lr_base"]
+    cells = [
+        [*(_fmt(r[k]) for k in sw.keys), _cell_text(r), f"{r['n_runs']}", f"{r['n_diverged']}" + ("†" if not r["eligible"] else "")]
+        for _, r in summary.iterrows()
+    ]
+    bests = [[*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r), r["edge"]] for _, r in best.iterrows()]
+    agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
+    alphas = [
+        [*(_fmt(r[k]) for k in agroup), _fmt(r["alpha"], 3), f"[{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}]", str(r["n_batch_sizes"])]
+        for _, r in alpha.iterrows()
+    ]
+    m = sw.metric
+    return [
+        (f"Cells: final {m}, mean [95% bootstrap interval] over seeds", [*sw.keys, f"{m}", "runs", "diverged"], cells),
+        (f"Best LR per group (mean final {m} of the best eligible cell)", [*group, "lr_base", "lr_peak", m, "edge"], bests),
+        ("LR/batch scaling: eta* ~ B^alpha (eta* = best peak LR)", [*agroup, "alpha", "95% interval", "batch sizes"], alphas),
+    ]
+
+
+def write_markdown(path: Path, tables) -> None:
+    lines = []
+    for title, header, rows in tables:
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines.append("")
+    lines.append("† a run of this cell diverged or did not finish: the cell is not eligible as best LR; its mean covers the finished runs only.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("†", r"$^\dagger$"), ("–", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def write_latex(path: Path, tables) -> None:
+    out = ["% warmup-bench report tables (plain tabular; no extra packages needed)"]
+    for title, header, rows in tables:
+        out += [f"% {title}", r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline", " & ".join(_tex(h) for h in header) + r" \\", r"\hline"]
+        out += [" & ".join(_tex(c) for c in r) + r" \\" for r in rows]
+        out += [r"\hline", r"\end{tabular}", ""]
+    path.write_text("\n".join(out) + "\n")
+
+
+def _wall(runs: pd.DataFrame) -> str:
+    total = runs["wall_time_s"].sum()
+    span = ""
+    started = pd.to_datetime(runs["started"], errors="coerce", utc=True).dropna()
+    ended = pd.to_datetime(runs["ended"], errors="coerce", utc=True).dropna()
+    if len(started) and len(ended):
+        span = f"; first start to last end {(ended.max() - started.min()).total_seconds():.0f} s ({started.min():%Y-%m-%d %H:%M} to {ended.max():%H:%M} UTC)"
+    return f"{total:.0f} s of training summed over runs{span}"
+
+
+def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame, figures: list[str], tables) -> None:
+    runs = sw.runs
+    commits = sorted({str(c) for c in runs["git_commit"].dropna()})
+    dirty = bool(runs["git_dirty"].fillna(False).astype(bool).any())
+    hw = runs.drop_duplicates(["host", "device", "device_name", "cpu_count", "torch_threads"])
+    counts = runs["status"].value_counts().to_dict()
+    lines = [f"# Report: {sw.root.name}", "", f"Sweep directory: `{sw.root}`", ""]
+    lines += ["## Command", ""] + ["```", *(sw.commands or ["(no multirun.yaml found)"]), "```", ""]
+    lines += ["## Provenance", ""]
+    lines.append(f"- commit: {', '.join(commits) or 'unknown'}" + (" (uncommitted changes present in some runs)" if dirty else ""))
+    for _, h in hw.iterrows():
+        lines.append(f"- hardware: {h['device']} ({h['device_name']}), {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
+    lines.append(f"- wall time: {_wall(runs)}")
+    lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: final {sw.metric}")
+    lines += ["", "## Warnings", ""]
+    warns = list(sw.warnings)
+    if len(commits) > 1:
+        warns.append(f"runs come from {len(commits)} different commits")
+    if dirty:
+        warns.append("some runs were made with uncommitted changes (env.git_dirty)")
+    for _, r in best.iterrows():
+        if r["edge"] in ("low", "high"):
+            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys)
+            warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
+        elif r["edge"] == "no eligible cell":
+            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys)
+            warns.append(f"no cell without diverged or unfinished runs for {label}: no best LR")
+    few = summary[summary["n_runs"] < 3]
+    if len(few):
+        warns.append(f"{len(few)} of {len(summary)} cells have fewer than 3 seeds (min {few['n_runs'].min()}): intervals are rough or missing")
+    lines += [f"- {w}" for w in warns] or ["- none"]
+    lines += ["", "## Files", "", "- `runs.csv` (one row per run), `summary.csv` (cells), `best_lr.csv`, `alpha.csv`, `table.md`, `table.tex`"]
+    lines += [f"- `{f}`" for f in figures]
+    lines += ["", "## Tables", ""]
+    for title, header, rows in tables[1:]:
+        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    lines.append("The per-cell table is in `table.md`.")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def curves(run_dir: str) -> pd.DataFrame:
+    """A run's metrics.jsonl as a table (empty when missing)."""
+    p = Path(run_dir) / METRICS
+    return pd.DataFrame(read_metrics(p)) if p.exists() else pd.DataFrame()
+
+
+def report(root: Path, out: Path | None = None, metric: str | None = None) -> dict:
+    """Write the whole report; returns {'out': dir, 'figures': [...], 'summary': DataFrame, 'best': ..., 'alpha': ..., 'warnings': [...]}."""
+    from bench import report_plots
+
+    sw = load(Path(root), metric)
+    out = Path(out) if out is not None else sw.root / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(sw)
+    best = best_lr(sw, summary)
+    alpha = alpha_table(sw, summary)
+    sw.runs.to_csv(out / "runs.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    best.to_csv(out / "best_lr.csv", index=False)
+    alpha.to_csv(out / "alpha.csv", index=False)
+    tables = _tables(sw, summary, best, alpha)
+    write_markdown(out / "table.md", tables)
+    write_latex(out / "table.tex", tables)
+    figures = report_plots.all_figures(sw, summary, best, alpha, out, curves)
+    write_readme(out / "README.md", sw, summary, best, [f.name for f in figures], tables)
+    return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": sw.warnings, "tables": tables}
+
+
+def print_summary(res: dict, file=sys.stdout) -> None:
+    """The best-LR and alpha tables and the figure paths, for a terminal."""
+    for title, header, rows in res["tables"][1:]:
+        print(f"\n{title}", file=file)
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=file)
+        for r in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(r, widths)), file=file)
+    print(f"\nreport: {res['out']}  (README.md, table.md, summary.csv, runs.csv)", file=file)
+    for f in res["figures"]:
+        print(f"figure: {f}", file=file)
+    if res["warnings"]:
+        print(f"{len(res['warnings'])} warning(s), see {res['out'] / 'README.md'}", file=file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.report", description="Tables and figures from a warmup-bench sweep directory.")
+    ap.add_argument("sweep_dir", type=Path, help="a multirun directory (hydra.sweep.dir); nested sweeps are read too")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default SWEEP_DIR/report)")
+    ap.add_argument("--metric", default=None, help="metric to report (default: each task's primary metric)")
+    args = ap.parse_args(argv)
+    try:
+        res = report(args.sweep_dir, args.out, args.metric)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
