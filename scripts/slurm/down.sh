@@ -8,6 +8,8 @@ set -uo pipefail
 ST="${SLURM_STATE_DIR:-/tmp/warmup-bench-slurm}"
 
 log() { printf '[slurm-down] %s\n' "$*"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 [ "$(id -u)" = 0 ] || { echo "[slurm-down] ERROR: must run as root" >&2; exit 1; }
 
@@ -22,18 +24,19 @@ pid_alive() {
 
 # stop NAME PIDFILE: SIGTERM, wait up to 30 s, then SIGKILL.
 stop() {
-    local name=$1 file=$2 pid i
+    local name=$1 file=$2 pid t
+    t=$(now)
     pid=$(pid_alive "$file" "$name") || { rm -f "$file"; return 0; }
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 60); do
+    for _ in $(seq 60); do
         [ -d "/proc/$pid" ] || break
         sleep 0.5
     done
     if [ -d "/proc/$pid" ]; then
         kill -KILL "$pid" 2>/dev/null || true
-        log "$name: killed (pid $pid)"
+        log "$name: killed (pid $pid) after $(since "$t")s"
     else
-        log "$name: stopped (pid $pid)"
+        log "$name: stopped (pid $pid, $(since "$t")s)"
     fi
     rm -f "$file"
 }
@@ -41,8 +44,9 @@ stop() {
 # Cancel jobs still known to the controller so that no job step outlives slurmd.
 if pid_alive "$ST/run/slurmctld.pid" slurmctld >/dev/null \
     && [ -n "$(squeue -h -o %F 2>/dev/null)" ]; then
-    scancel --full --quiet $(squeue -h -o %F 2>/dev/null | sort -u) 2>/dev/null || true
-    for i in $(seq 20); do
+    mapfile -t jobs < <(squeue -h -o %F 2>/dev/null | sort -u)
+    scancel --full --quiet "${jobs[@]}" 2>/dev/null || true
+    for _ in $(seq 20); do
         [ -z "$(squeue -h -t R,CG,S,CF -o %i 2>/dev/null)" ] && break
         sleep 0.5
     done

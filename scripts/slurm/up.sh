@@ -45,14 +45,15 @@ wait_for() {
     done
 }
 
-tail_log() { [ -f "$1" ] && tail -n 20 "$1" >&2 || true; }
+tail_log() { if [ -f "$1" ]; then tail -n 20 "$1" >&2; fi; }
 
 T0=$(now)
 
 # ---------------------------------------------------------------- preflight
 [ "$(id -u)" = 0 ] || die "must run as root (daemons run as root/munge/mysql)"
-[ -f /etc/debian_version ] && command -v apt-get >/dev/null \
-    || die "needs Debian (apt-get, /etc/debian_version); this is not Debian"
+if [ ! -f /etc/debian_version ] || ! command -v apt-get >/dev/null; then
+    die "needs Debian (apt-get, /etc/debian_version); this is not Debian"
+fi
 case "$ST" in
     /*) ;;
     *) die "SLURM_STATE_DIR must be an absolute path, got '$ST'" ;;
@@ -80,13 +81,13 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
     apt_log="/tmp/warmup-bench-slurm-apt.log"
     apt_install() {
-        apt-get install -y -q --no-install-recommends \
+        apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 \
             -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
             slurm-wlm munge slurmdbd mariadb-server >>"$apt_log" 2>&1
     }
     : >"$apt_log"
     ok=
-    if apt-get update -q >>"$apt_log" 2>&1 && apt_install; then ok=1; fi
+    if apt-get update -q -o DPkg::Lock::Timeout=300 >>"$apt_log" 2>&1 && apt_install; then ok=1; fi
     [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
     if [ -z "$ok" ]; then
         tail -n 30 "$apt_log" >&2
@@ -106,7 +107,7 @@ if ! getent hosts "$NODE" | grep -q '^127\.'; then
     if ! getent hosts "$NODE" >/dev/null; then
         echo "127.0.0.1 $NODE" >>/etc/hosts
     else
-        die "hostname $NODE resolves to $(getent hosts "$NODE" | awk '{print $1; exit}'), not loopback"
+        log "WARNING: hostname $NODE resolves to $(getent hosts "$NODE" | awk '{print $1; exit}'), not loopback; slurm.conf uses 127.0.0.1 anyway"
     fi
 fi
 
@@ -217,8 +218,12 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown munge:munge /etc/munge/munge.key
 chmod 400 /etc/munge/munge.key
-if pid_alive "$ST/munge/munged.pid" munged >/dev/null && munge -n </dev/null | unmunge >/dev/null 2>&1; then
-    log "munged: already running ($(since "$t")s)"
+if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+    if pid_alive "$ST/munge/munged.pid" munged >/dev/null; then
+        log "munged: already running ($(since "$t")s)"
+    else
+        log "munged: a munged not started by up.sh answers on $MUNGE_SOCK; using it"
+    fi
 else
     mkdir -p /run/munge /var/lib/munge /var/log/munge
     chown munge:munge /run/munge /var/lib/munge /var/log/munge "$ST/munge"
@@ -250,6 +255,9 @@ else
             >"$ST/log/mariadb-install.log" 2>&1 \
             || { tail_log "$ST/log/mariadb-install.log"; die "mariadb-install-db failed"; }
     fi
+    if db -e 'SELECT 1' >/dev/null 2>&1; then
+        die "a MariaDB not started by up.sh serves $DB_SOCK; stop it first"
+    fi
     mkdir -p /run/mysqld
     chown mysql:mysql /run/mysqld
     rm -f "$DB_SOCK"
@@ -259,13 +267,16 @@ else
     setsid mariadbd --no-defaults --user=mysql --datadir="$ST/mysql" \
         --socket="$DB_SOCK" --pid-file="$ST/mysql/mariadbd.pid" \
         --log-error="$ST/log/mariadb.log" --skip-networking \
-        --innodb-buffer-pool-size=64M --performance-schema=OFF \
+        --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 \
+        --performance-schema=OFF \
         </dev/null >/dev/null 2>&1 &
     mpid=$!
     db_ready() { kill -0 "$mpid" 2>/dev/null || return 2; db -e 'SELECT 1'; }
     until db_ready >/dev/null 2>&1; do
-        kill -0 "$mpid" 2>/dev/null && [ "$(since "$t" | cut -d. -f1)" -lt 60 ] \
-            || { tail_log "$ST/log/mariadb.log"; die "MariaDB did not start"; }
+        if ! kill -0 "$mpid" 2>/dev/null || [ "$(since "$t" | cut -d. -f1)" -ge 60 ]; then
+            tail_log "$ST/log/mariadb.log"
+            die "MariaDB did not start"
+        fi
         sleep 0.5
     done
     log "mariadb: started ($(since "$t")s)"
