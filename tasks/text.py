@@ -1,0 +1,260 @@
+"""Corpora and tokenisers for the language tasks.
+
+Corpus sources (``task.corpus.source``), none of which downloads anything:
+
+- ``pydoc``: the English help topics that ship with every CPython (``pydoc_data.topics``,
+  about 465 K characters), joined in sorted topic order;
+- ``text``: a UTF-8 text file, or a directory whose ``*.txt`` files are joined in name order;
+- ``dataset``: a HuggingFace ``datasets`` dataset written with ``save_to_disk`` (a Dataset, or a
+  DatasetDict from which ``corpus.split`` is taken), whose ``corpus.text_column`` rows are joined.
+
+The corpus is one string split deterministically into a leading training part and a trailing
+validation part (``corpus.val_fraction`` of the characters): contiguous parts, so no validation
+sentence appears in training.
+
+Tokenisers (``task.tokenizer.kind``):
+
+- ``char``: one id per distinct character of the whole corpus (sorted by code point);
+- ``bpe``: byte-level BPE trained with ``tokenizers`` on the training split only, cached on disk
+  under ``tokenizer.cache_dir`` in a file named by the SHA-256 of the training text and settings,
+  so a sweep trains it once and every job reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from bench.errors import ConfigError, bad
+
+SOURCES = ("pydoc", "text", "dataset")
+KINDS = ("char", "bpe")
+BYTE_ALPHABET = 256  # byte-level BPE starts from all 256 bytes, so no vocabulary can be smaller
+CACHE_VERSION = 1  # bump when the cache file format or the training recipe changes
+
+
+# ---------------------------------------------------------------- corpora
+
+
+def pydoc_text() -> str:
+    """CPython's bundled help topics as one string (topics joined by blank lines, sorted by name)."""
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
+
+
+def read_text_path(path: str) -> str:
+    """A UTF-8 file, or the ``*.txt`` files of a directory joined in name order."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise bad("task.corpus.path", path, "an existing UTF-8 text file or a directory of *.txt files (nothing is downloaded: put the corpus there)")
+    files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
+    if not files:
+        raise bad("task.corpus.path", path, "a directory that holds at least one *.txt file, or a text file")
+    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    if not text.strip():
+        raise bad("task.corpus.path", path, "a non-empty text file (this one holds no text)")
+    return text
+
+
+def read_saved_dataset(path: str, split: str, column: str) -> str:
+    """The ``column`` rows of a ``save_to_disk`` dataset (``split`` of a DatasetDict), newline-joined."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise bad("task.corpus.path", path, "a directory written by datasets' save_to_disk (nothing is downloaded: save the dataset there first)")
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except FileNotFoundError as e:
+        raise bad("task.corpus.path", path, f"a directory written by datasets' save_to_disk ({e})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise bad("task.corpus.split", split, f"one of the saved splits {', '.join(ds)}")
+        ds = ds[split]
+    if column not in ds.column_names:
+        raise bad("task.corpus.text_column", column, f"one of the dataset's columns {', '.join(ds.column_names)}")
+    text = "\n".join(t for t in ds[column] if t)
+    if not text.strip():
+        raise bad("task.corpus.path", path, f"a dataset whose column {column!r} holds some text (it is empty)")
+    return text
+
+
+def load_corpus(cfg: DictConfig) -> str:
+    """The whole corpus named by the ``task.corpus`` node."""
+    if cfg.source not in SOURCES:
+        raise bad("task.corpus.source", cfg.source, f"one of {', '.join(SOURCES)}")
+    if cfg.source == "pydoc":
+        return pydoc_text()
+    if cfg.path is None:
+        raise bad("task.corpus.path", None, f"a local path: corpus.source={cfg.source} reads from disk")
+    if cfg.source == "text":
+        return read_text_path(cfg.path)
+    return read_saved_dataset(cfg.path, cfg.split, cfg.text_column)
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    """Leading ``1 - val_fraction`` of the characters for training, the rest for validation."""
+    cut = len(text) - round(len(text) * val_fraction)
+    return text[:cut], text[cut:]
+
+
+# ---------------------------------------------------------------- tokenisers
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+
+class CharTokenizer:
+    """One id per character; ``vocab_size`` may exceed the character set (unused ids pad the embedding)."""
+
+    def __init__(self, chars: str, vocab_size: int | None = None):
+        self.chars = "".join(sorted(set(chars)))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+        self.vocab_size = vocab_size or len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index[c] for c in text]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+class BPETokenizer:
+    """A trained byte-level BPE from ``tokenizers`` (lossless on any UTF-8 text)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.vocab_size = tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tok.decode(list(ids))
+
+
+def bpe_cache_key(train_text: str, vocab_size: int, min_frequency: int) -> str:
+    """SHA-256 over the training text, the settings and the ``tokenizers`` version (first 16 hex digits)."""
+    import tokenizers
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "vocab": vocab_size, "min_freq": min_frequency, "lib": tokenizers.__version__}).encode())
+    h.update(train_text.encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def train_bpe(train_text: str, vocab_size: int, min_frequency: int, cache_dir: str) -> tuple[BPETokenizer, Path, bool]:
+    """Byte-level BPE for ``train_text``: loaded from the cache if present, else trained and cached.
+
+    Returns ``(tokenizer, cache file, loaded_from_cache)``. The file is written to a temporary
+    name and renamed, so parallel jobs that train the same tokenizer never read a partial file.
+    """
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer as HFTokenizer
+
+    root = Path(cache_dir).expanduser()
+    path = root / f"bpe-{vocab_size}-{bpe_cache_key(train_text, vocab_size, min_frequency)}.json"
+    if path.exists():
+        return BPETokenizer(HFTokenizer.from_file(str(path))), path, True
+    tok = ByteLevelBPETokenizer()
+    tok.train_from_iterator(_chunks(train_text), vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False)
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".tmp")
+    os.close(fd)
+    tok.save(tmp)
+    os.replace(tmp, path)
+    return BPETokenizer(HFTokenizer.from_file(str(path))), path, False
+
+
+def _chunks(text: str):
+    """The trainer reads an iterator of strings; lines keep word statistics intact across chunks."""
+    lines = text.splitlines(keepends=True)
+    for i in range(0, len(lines), 1024):
+        yield "".join(lines[i : i + 1024])
+
+
+@dataclass
+class Corpus:
+    """Token ids of both splits on ``device`` plus what the record should say about them."""
+
+    train_ids: torch.Tensor  # int64 (N_train,)
+    val_ids: torch.Tensor  # int64 (N_val,)
+    tokenizer: Tokenizer
+    train_chars: int
+    val_chars: int
+    info: dict
+
+
+def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.device) -> Corpus:
+    """Load, split and tokenise; every bad value raises ConfigError before any training."""
+    vf = corpus_cfg.val_fraction
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
+        raise bad("task.corpus.val_fraction", vf, "a fraction in (0, 1)")
+    if tok_cfg.kind not in KINDS:
+        raise bad("task.tokenizer.kind", tok_cfg.kind, f"one of {', '.join(KINDS)}")
+    vs = tok_cfg.vocab_size
+    if vs is not None and (isinstance(vs, bool) or not isinstance(vs, int) or vs < 1):
+        raise bad("task.tokenizer.vocab_size", vs, "an integer >= 1, or null")
+    text = load_corpus(corpus_cfg)
+    train_text, val_text = split_text(text, vf)
+    if not train_text or not val_text:
+        raise bad("task.corpus.val_fraction", vf, f"a fraction that leaves text in both splits (the corpus has {len(text)} characters)")
+    info = {"corpus": corpus_cfg.source, "tokenizer": tok_cfg.kind}
+    if tok_cfg.kind == "char":
+        charset = len(set(text))
+        if vs is not None and vs < charset:
+            raise bad("task.tokenizer.vocab_size", vs, f"at least the corpus's character set of {charset} (or null to use it)")
+        tok: Tokenizer = CharTokenizer(text, vs)
+    else:
+        if vs is None or vs <= BYTE_ALPHABET:
+            raise bad("task.tokenizer.vocab_size", vs, f"an integer > {BYTE_ALPHABET} for byte-level BPE (its base alphabet is the {BYTE_ALPHABET} bytes)")
+        mf = tok_cfg.min_frequency
+        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
+            raise bad("task.tokenizer.min_frequency", mf, "an integer >= 1")
+        tok, path, cached = train_bpe(train_text, vs, mf, tok_cfg.cache_dir)
+        info.update(tokenizer_file=str(path), tokenizer_cached=cached)
+    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.int64, device=device)
+    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.int64, device=device)
+    info.update(vocab_size=tok.vocab_size, train_chars=len(train_text), val_chars=len(val_text), train_tokens=len(train_ids), val_tokens=len(val_ids))
+    return Corpus(train_ids, val_ids, tok, len(train_text), len(val_text), info)
+
+
+def check_context(context_length: int, corpus: Corpus, extra: int) -> None:
+    """Both splits must hold at least one block of ``context_length + extra`` tokens."""
+    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
+        raise bad("task.context_length", context_length, "an integer >= 2")
+    need = context_length + extra
+    shortest = min(len(corpus.train_ids), len(corpus.val_ids))
+    if need > shortest:
+        which = "validation" if len(corpus.val_ids) < len(corpus.train_ids) else "training"
+        raise bad(
+            "task.context_length",
+            context_length,
+            f"at most {shortest - extra} tokens: the {which} split holds only {shortest} tokens (use a larger corpus or corpus.val_fraction)",
+        )
+
+
+def lm_blocks(ids: torch.Tensor, context: int, offset: int = 0) -> torch.Tensor:
+    """(n, context + 1) windows starting at ``offset + i * context``: inputs ``[:, :-1]``, targets ``[:, 1:]``.
+
+    Consecutive windows share their boundary token, so each token after ``offset`` is a target once.
+    """
+    return ids[offset:].unfold(0, context + 1, context)
+
+
+def mlm_blocks(ids: torch.Tensor, context: int, offset: int = 0) -> torch.Tensor:
+    """(n, context) disjoint windows starting at ``offset + i * context``."""
+    return ids[offset:].unfold(0, context, context)
