@@ -1,3 +1,11 @@
 """warmup-bench: a Hydra-configured benchmark suite for learning-rate warm-up and LR/batch-size studies."""
 
 __version__ = "0.1.0"
+
+from omegaconf import OmegaConf
+
+# ${mul:a,b} multiplies two numbers in a config, so a preset can sweep an LR multiplier
+# over a per-optimizer reference LR (conf/experiment/lr_batch_scaling.yaml). Registered on
+# import of the package, which every Hydra process (joblib and submitit workers too) does
+# before it resolves a job's config.
+OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)

@@ -95,6 +95,13 @@ def _number(v):
     return math.nan if v is None else float(v)
 
 
+def _base_value(r: dict, key: str):
+    """The BASE_KEYS columns of a record."""
+    if key == "optimizer":
+        return (r.get("choices") or {}).get("optimizer")
+    return r.get(key)
+
+
 def find_records(root: Path) -> list[Path]:
     """Every result.json under root, including hidden folders (submitit's .submitit/), sorted."""
     return sorted(p for p in root.rglob(RESULT) if ".hydra" not in p.parts)
@@ -169,8 +176,14 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     for r in records:
         for k in extra_vals:
             extra_vals[k].append(str(r["_vals"].get(k)))
-    varying = [k for k, v in extra_vals.items() if len(set(v)) > 1 and k not in NOT_CELL and k not in BASE_KEYS]
-    keys = BASE_KEYS + sorted(varying)
+    varying = sorted(k for k, v in extra_vals.items() if len(set(v)) > 1 and k not in NOT_CELL and k not in BASE_KEYS)
+    # A key fixed by the other cell keys (an LR multiplier next to lr_base) would only split groups: drop it.
+    table = pd.DataFrame([{k: str(r["_vals"].get(k)) for k in varying} | {k: str(_base_value(r, k)) for k in BASE_KEYS} for r in records])
+    for k in list(varying):
+        others = BASE_KEYS + [v for v in varying if v != k]
+        if table.groupby(others)[k].nunique().max() == 1:
+            varying.remove(k)
+    keys = BASE_KEYS + varying
 
     rows, modes = [], {}
     for r in records:
@@ -439,10 +452,10 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFram
         warns.append("some runs were made with uncommitted changes (env.git_dirty)")
     for _, r in best.iterrows():
         if r["edge"] in ("low", "high"):
-            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys)
+            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
             warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
         elif r["edge"] == "no eligible cell":
-            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys)
+            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
             warns.append(f"no cell without diverged or unfinished runs for {label}: no best LR")
     few = summary[summary["n_runs"] < 3]
     if len(few):
