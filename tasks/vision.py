@@ -101,7 +101,6 @@ class _ImageClassifier(Task):
         _int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
         _int_at_least("task.train_subset", cfg.train_subset, 1, allow_none=True)
         _int_at_least("task.val_subset", cfg.val_subset, 1, allow_none=True)
-        self._cl: bool | None = None
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -110,9 +109,7 @@ class _ImageClassifier(Task):
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32, in the model's memory layout."""
         x = vd.normalize(x, self.mean, self.std)
-        if self._cl is None:
-            self._cl = _channels_last(self.model)
-        return x.contiguous(memory_format=torch.channels_last) if self._cl else x
+        return x.contiguous(memory_format=torch.channels_last) if _channels_last(self.model) else x
 
     def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch

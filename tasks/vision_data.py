@@ -232,6 +232,7 @@ def _loader(dataset: Dataset, sampler, workers: int, device: torch.device) -> Da
         pin_memory=device.type == "cuda",  # page-locked buffers make the non_blocking copy asynchronous
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator(),  # its per-iterator seed draw must not consume the harness's global RNG
     )
 
 
@@ -347,4 +348,5 @@ def eval_loader(folder: datasets.ImageFolder, indices: Sequence[int], transform,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+        generator=torch.Generator(),
     )
