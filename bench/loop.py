@@ -60,12 +60,6 @@ def build_optimizers(plan: Plan, models: Mapping[str, nn.Module]) -> dict[str, t
     return opts
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _better(mode: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
@@ -84,6 +78,8 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
     opts = build_optimizers(plan, models)
     scheds = {n: LambdaLR(opts[n], plan.schedules[n]) for n in models}
     multi = len(models) > 1
+    bf16 = precision == "bf16"
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     metric_modes = dict(task.metrics)
 
     out = Outcome()
@@ -122,17 +118,17 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                 for o in opts.values():
                     o.zero_grad(set_to_none=True)
             loss_sum, stats_sum = None, {}
+            n = len(micros)
             for i, mb in enumerate(micros):
-                sync = i == len(micros) - 1
-                with dist.no_sync(model, sync), _autocast(device, precision):
+                with dist.no_sync(model, i == n - 1), autocast():
                     res = task.loss(name, model, mb)
                 loss, stats = res if isinstance(res, tuple) else (res, {})
-                (loss / len(micros)).backward()
+                (loss if n == 1 else loss / n).backward()
                 d = loss.detach()
                 loss_sum = d if loss_sum is None else loss_sum + d
                 for k, v in stats.items():
                     stats_sum[k] = v.detach() if k not in stats_sum else stats_sum[k] + v.detach()
-            loss_mean = loss_sum / len(micros)
+            loss_mean = loss_sum if n == 1 else loss_sum / n
             if t.clip_grad is not None or log_now:
                 gn = torch.nn.utils.clip_grad_norm_(models[name].parameters(), t.clip_grad if t.clip_grad is not None else math.inf)
             opt.step()
@@ -147,7 +143,7 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                     row[f"train_loss{suffix}"] = loss_mean
                     row[f"grad_norm{suffix}"] = gn
                 for k, v in stats_sum.items():
-                    row[f"{k}/{name}"] = v / len(micros)
+                    row[f"{k}/{name}"] = v / n
         pending.append((step, total_loss))
 
         if log_now or (step + 1) % t.check_every == 0 or step == plan.total_steps - 1:
@@ -197,9 +193,12 @@ def _check(pending, initial_loss, factor, dist: Dist):
 
     Returns ``(bad_or_None, first_loss)``; the first loss is the mean loss of step 0 over processes.
     """
-    losses = dist.all_mean(torch.stack([l.float() for _, l in pending])).cpu()
-    first = initial_loss if initial_loss is not None else losses[0].item()
-    for (s, _), v in zip(pending, losses.tolist()):
+    if dist.world_size == 1:
+        values = [l.item() for _, l in pending]
+    else:
+        values = dist.all_mean(torch.stack([l.float() for _, l in pending])).tolist()
+    first = initial_loss if initial_loss is not None else values[0]
+    for (s, _), v in zip(pending, values):
         if not math.isfinite(v):
             return (s, f"non-finite loss {v}"), first
         if factor is not None and v > factor * first:
@@ -211,6 +210,6 @@ def _check(pending, initial_loss, factor, dist: Dist):
 def _evaluate(task, device, precision, dist: Dist) -> dict[str, float]:
     metrics = None
     if dist.is_main:
-        with _autocast(device, precision):
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
             metrics = task.evaluate()
     return dist.broadcast(metrics)
