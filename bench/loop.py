@@ -156,7 +156,7 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                     logger.log({"kind": "train", "step": bad[0], "epoch": bad[0] / plan.steps_per_epoch, "diverged": bad[1]})
                 break
         if log_now:
-            row["train_loss"] = total_loss
+            row["train_loss"] = dist.all_mean(total_loss)  # the global batch's loss, not this shard's
             row["grad_norm"] = grad_sq.sqrt()
             row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
             out.final_train_loss = row["train_loss"]
