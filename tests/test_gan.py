@@ -1,0 +1,197 @@
+"""GAN tasks: per-model LR schedules, bad input, the digits classifier cache, and short real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from bench.app import CONF_DIR
+from bench.errors import ConfigError
+from bench.plan import make_plan
+from conftest import metrics, run_bench
+from tasks.gan import DigitsGanTask, MixtureGanTask
+
+ADAM = ["optimizer=adam", "optimizer.betas=[0.5,0.999]"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One classifier cache for the whole session: the classifier trains once."""
+    return tmp_path_factory.mktemp("gan_cache")
+
+
+def composed(*overrides: str):
+    """The full config as the CLI composes it (no samples file: there is no Hydra run directory)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=["task.samples_file=null", *overrides])
+
+
+def ring(*overrides: str):
+    cfg = composed("task=gan_ring", *ADAM, *overrides)
+    return cfg, MixtureGanTask(cfg.task, 0, torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- per-model LRs and warm-up target
+
+
+@pytest.mark.parametrize(
+    "on, warmed",
+    [("generator", {"generator"}), ("discriminator", {"discriminator"}), ("both", {"generator", "discriminator"}), ("none", set())],
+)
+def test_warmup_applies_to_the_named_models(on, warmed):
+    cfg, task = ring(f"task.warmup_on={on}", "warmup=linear", "warmup.steps=10", "train.steps=100", "optimizer.lr=0.002")
+    plan = make_plan(cfg, task)
+    assert list(task.models) == ["discriminator", "generator"]  # D is updated first each step
+    for name in task.models:
+        w = plan.schedules[name]
+        if name in warmed:
+            assert w.warmup_steps == 10 and w(0) == pytest.approx(0.1) and w(9) == 1.0
+        else:
+            assert w.warmup_steps == 0 and w(0) == 1.0
+
+
+def test_ttur_multipliers_set_separate_peak_lrs():
+    cfg, task = ring("optimizer.lr=0.001", "task.lr_mult.discriminator=4", "task.lr_mult.generator=1")
+    assert make_plan(cfg, task).peak_lrs() == {"discriminator": pytest.approx(0.004), "generator": pytest.approx(0.001)}
+
+
+def test_two_lrs_follow_their_own_schedules_in_a_real_run(tmp_path):
+    p = run_bench(
+        "task=gan_ring", *ADAM, "optimizer.lr=0.001", "task.lr_mult.discriminator=2", "task.warmup_on=generator",
+        "warmup=linear", "warmup.steps=10", "train.steps=20", "train.log_every=1", "train.eval_every=20", f"hydra.run.dir={tmp_path}",
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["warmup_steps"] == {"discriminator": 0, "generator": 10}
+    assert r["lr_peak_by_model"] == {"discriminator": pytest.approx(0.002), "generator": pytest.approx(0.001)}
+    rows = [x for x in metrics(tmp_path) if x["kind"] == "train"]
+    assert [x["step"] for x in rows] == list(range(20))
+    for x in rows:
+        s = x["step"]
+        assert x["lr/discriminator"] == pytest.approx(0.002)  # no warm-up on D
+        assert x["lr/generator"] == pytest.approx(0.001 * (0.1 + 0.9 * min(s, 9) / 9))  # linear, peak at s = w - 1
+        for key in ("train_loss/discriminator", "train_loss/generator", "grad_norm/discriminator", "grad_norm/generator",
+                    "d_acc_real/discriminator", "d_acc_fake/discriminator", "d_acc_fake/generator"):
+            assert math.isfinite(x[key]), key
+        assert 0 <= x["d_acc_real/discriminator"] <= 1
+    samples = torch.load(tmp_path / "samples.pt")
+    assert samples.shape == (2000, 2)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["task=gan_ring", "task.warmup_on=critic"], "task.warmup_on='critic'"),
+        (["task=gan_ring", "task.modes=0"], "task.modes=0"),
+        (["task=gan_grid", "task.modes=24"], "task.modes=24"),
+        (["task=gan_ring", "task.lr_mult.generator=0"], "task.lr_mult.generator=0"),
+        (["task=dcgan_digits", "task.image_size=12"], "task.image_size=12"),
+    ],
+)
+def test_bad_input_is_one_line_before_training(args, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cfg = composed(*args)
+        (DigitsGanTask if "digits" in args[0] else MixtureGanTask)(cfg.task, 0, torch.device("cpu"))
+
+
+def test_bad_input_on_the_cli_exits_2_without_a_record(tmp_path):
+    for i, args in enumerate([["task=gan_ring", "task.warmup_on=critic"], ["task=dcgan_digits", "task.image_size=12"]]):
+        out = tmp_path / str(i)
+        p = run_bench(*args, "train.steps=5", f"hydra.run.dir={out}")
+        assert p.returncode == 2, p.stderr
+        err = [line for line in p.stderr.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("error: ") and args[1].split("=")[0] in err[0], p.stderr
+        assert "one of generator, discriminator, both, none" in err[0] or "power of two" in err[0]  # says what is allowed
+        assert not (out / "result.json").exists()
+
+
+# ---------------------------------------------------------------- digits: classifier cache, image sizes
+
+
+def test_classifier_is_trained_once_and_cached(cache_dir):
+    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}")
+    torch.manual_seed(5)
+    a = DigitsGanTask(cfg.task, 5, torch.device("cpu"))
+    after_first = torch.rand(3)
+    files = list(cache_dir.glob("digits_classifier_*.pt"))
+    assert len(files) == 1
+    torch.manual_seed(5)
+    b = DigitsGanTask(cfg.task, 5, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), after_first)  # trained or loaded, the run's RNG stream is the same
+    assert a.classifier_acc == b.classifier_acc > 0.9  # chance is 0.1
+    info = b.extra_record()
+    assert info["classifier_val_acc"] == a.classifier_acc and info["classifier_file"] == str(files[0])
+    assert 0 < info["fd_real_val_vs_train"] < 50
+    # a different setting is a different file
+    cfg2 = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}", "task.classifier.epochs=1")
+    DigitsGanTask(cfg2.task, 0, torch.device("cpu"))
+    assert len(list(cache_dir.glob("digits_classifier_*.pt"))) == 2
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_dcgan_produces_the_image_size(cache_dir, size):
+    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}", f"task.image_size={size}")
+    task = DigitsGanTask(cfg.task, 0, torch.device("cpu"))
+    batch = next(iter(task.train_batches(8, 0, 0, torch.Generator().manual_seed(0))))
+    assert batch.shape == (8, 1, size, size) and batch.min() >= -1 and batch.max() <= 1
+    assert task.generator(torch.randn(8, cfg.task.z_dim)).shape == (8, 1, size, size)
+    loss, stats = task.loss("discriminator", task.discriminator, batch)
+    assert loss.ndim == 0 and set(stats) == {"d_acc_real", "d_acc_fake"}
+    with torch.no_grad():
+        m = task.evaluate()
+    assert set(m) == {"fd", "class_entropy", "classes"} and m["fd"] > 0
+
+
+# ---------------------------------------------------------------- short real runs
+
+
+def _evals(job):
+    return [x for x in metrics(job) if x["kind"] == "eval"]
+
+
+def test_ring_run_learns_the_modes(tmp_path):
+    p = run_bench("task=gan_ring", *ADAM, "optimizer.lr=0.003", "train.steps=1500", "train.eval_every=100", "train.log_every=50", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "result.json").read_text())
+    ev = _evals(tmp_path)
+    assert r["status"] == "completed"
+    assert ev[0]["hq_frac"] < 0.1 and ev[0]["modes"] <= 2  # after 100 steps: blurry, few modes
+    assert r["final"]["modes"] >= 6 and r["final"]["hq_frac"] > 0.4 and r["final"]["mode_kl"] < 0.5
+
+
+def test_grid_run_improves(tmp_path):
+    p = run_bench("task=gan_grid", *ADAM, "optimizer.lr=0.001", "train.steps=800", "train.eval_every=100", "train.log_every=50", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 0, p.stderr
+    ev = _evals(tmp_path)
+    assert ev[-1]["hq_frac"] > ev[0]["hq_frac"] + 0.1
+    assert ev[-1]["modes"] > ev[0]["modes"]
+
+
+def test_digits_run_improves(tmp_path, cache_dir):
+    p = run_bench(
+        "task=dcgan_digits", *ADAM, "optimizer.lr=0.004", f"task.classifier.cache_dir={cache_dir}", "train.steps=300",
+        "train.eval_every=50", "train.log_every=50", f"hydra.run.dir={tmp_path}",
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "result.json").read_text())
+    ev = _evals(tmp_path)
+    assert r["status"] == "completed"
+    assert ev[-1]["fd"] < 0.7 * ev[0]["fd"]
+    assert r["final"]["class_entropy"] > 1.8  # most of the 10 classes (ln 10 = 2.30)
+    assert r["task_info"]["classifier_val_acc"] > 0.9
+    assert torch.load(tmp_path / "samples.pt").shape == (100, 1, 8, 8)
+
+
+def test_collapsing_run_is_recorded_as_collapsed(tmp_path):
+    p = run_bench("task=gan_ring", *ADAM, "optimizer.lr=0.1", "train.steps=1000", "train.eval_every=500", "train.log_every=100", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["status"] == "collapsed"
+    assert r["final"]["modes"] < 4 and r["steps"] == 1000  # ran to the end: collapse is not divergence
