@@ -1,0 +1,102 @@
+"""Sweeps end to end: the report callback after -m, skip-completed reruns, presets, sweep progress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.app import CONF_DIR
+from bench.callbacks import planned_jobs, sweep_progress
+from conftest import results, run_bench
+
+pytestmark = pytest.mark.slow
+# 2 LRs x 2 seeds; lr=50 makes momentum SGD blow up within a few steps (a diverged cell)
+SWEEP = ["optimizer.lr=0.05,50", "seed=0,1", "train.epochs=null", "train.steps=20", "train.eval_every=10"]
+
+
+def _ended(sweep: Path) -> dict[str, str]:
+    return {str(p.parent.name): json.loads(p.read_text()).get("ended") for p in sorted(sweep.glob("*/result.json"))}
+
+
+def test_report_after_multirun_then_rerun_skips_finished_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_bench("-m", *SWEEP, f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr
+    assert "[sweep]" not in p.stderr  # progress is quiet off a terminal (CI=true here)
+    recs = results(sweep)
+    assert len(recs) == 4
+    assert [r["status"] for r in recs if r["lr_base"] == 50] == ["diverged", "diverged"]
+
+    # the callback wrote the report; its numbers match the records
+    out = sweep / "report"
+    assert "Best LR per group" in p.stdout and str(out / "heatmap.png") in p.stdout
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
+    s = pd.read_csv(out / "summary.csv").set_index("lr_base")
+    good = [r["final"]["val_acc"] for r in recs if r["lr_base"] == 0.05]
+    assert s.loc[0.05, "mean"] == pytest.approx(sum(good) / 2)
+    assert s.loc[0.05, "ci_low"] <= s.loc[0.05, "mean"] <= s.loc[0.05, "ci_high"]
+    assert (s.loc[50.0, "n_diverged"], s.loc[50.0, "n_runs"]) == (2, 2)
+    assert pd.read_csv(out / "best_lr.csv")["lr_base"].tolist() == [0.05]
+    readme = (out / "README.md").read_text()
+    assert "python -m bench -m" in readme and "optimizer.lr=0.05,50" in readme and recs[0]["env"]["git_commit"] in readme
+    assert sweep_progress(sweep).startswith("[sweep] 4/4 jobs done")
+
+    # rerun: finished jobs are skipped; a failed record and a missing record rerun
+    before = _ended(sweep)
+    failed = json.loads((sweep / "1" / "result.json").read_text())
+    failed["status"] = "failed"
+    (sweep / "1" / "result.json").write_text(json.dumps(failed))
+    (sweep / "2" / "result.json").unlink()
+    p = run_bench("-m", *SWEEP, f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("skipped") == 2
+    after = _ended(sweep)
+    assert after["0"] == before["0"] and after["3"] == before["3"]
+    assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
+    assert (sweep / "2" / "result.json").exists()
+
+    # train.force=true reruns everything
+    p = run_bench("-m", *SWEEP, "train.force=true", f"hydra.sweep.dir={sweep}", "report=false")
+    assert p.returncode == 0, p.stderr
+    assert "skipped" not in p.stderr
+
+
+def test_report_false_turns_the_callback_off(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = run_bench("-m", "optimizer.lr=0.05", "train.epochs=null", "train.steps=5", "report=false", f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr
+    assert (sweep / "0" / "result.json").exists()
+    assert not (sweep / "report").exists() and "Best LR" not in p.stdout
+
+
+@pytest.mark.parametrize("preset,jobs", [("demo", 90), ("goyal_warmup", 30), ("lr_batch_scaling", 216)])
+def test_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.task.name == "digits"
+    assert "joblib" in cfg.hydra.launcher._target_
+    assert "seed" in cfg.hydra.sweeper.params and len(str(cfg.hydra.sweeper.params.seed).split(",")) >= 2
+    # planned_jobs reads a multirun.yaml: the preset's grid, and a command-line override narrowing the seeds
+    mr = tmp_path / "multirun.yaml"
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": OmegaConf.to_container(cfg.hydra.sweeper.params)}, "overrides": {"task": []}}}), mr)
+    assert planned_jobs(mr) == jobs
+    n_seeds = len(str(cfg.hydra.sweeper.params.seed).split(","))
+    OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": OmegaConf.to_container(cfg.hydra.sweeper.params)}, "overrides": {"task": ["seed=0"]}}}), mr)
+    assert planned_jobs(mr) == jobs // n_seeds
+
+
+def test_lr_multiplier_preset_resolves_per_optimizer(tmp_path):
+    p = run_bench(
+        "experiment=lr_batch_scaling", "optimizer=adam", "lr_mult=2", "batch.size=64", "train.epochs=null", "train.steps=3",
+        "warmup.epochs=null", f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert r["lr_base"] == pytest.approx(0.004)  # lr_ref.adam 0.002 x 2
+    assert r["lr_peak"] == pytest.approx(0.016)  # linear rule: x 64/16
