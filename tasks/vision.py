@@ -109,7 +109,7 @@ class _ImageClassifier(Task):
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> normalised float32, in the model's memory layout."""
         x = vd.normalize(x, self.mean, self.std)
-        return x.contiguous(memory_format=torch.channels_last) if _channels_last(self.model) else x
+        return x.contiguous(memory_format=torch.channels_last if _channels_last(self.model) else torch.contiguous_format)
 
     def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch

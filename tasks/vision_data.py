@@ -156,12 +156,13 @@ def crop_flip(padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip:
     ``q' = q`` or ``size - 1 - q`` when ``flip_b``. ``padded`` is (B, C, H + 2p, W + 2p);
     returns (B, C, size, size) in the same dtype. Runs on whatever device the inputs are on.
     """
-    ar = torch.arange(size, device=padded.device)
+    dev = padded.device
+    ar = torch.arange(size, device=dev)
     rows = top[:, None] + ar  # (B, size)
     cols = left[:, None] + torch.where(flip[:, None], size - 1 - ar, ar)  # (B, size)
-    b = torch.arange(padded.shape[0], device=padded.device)[:, None, None]
-    out = padded[b, :, rows[:, :, None], cols[:, None, :]]  # advanced indices first: (B, size, size, C)
-    return out.permute(0, 3, 1, 2)
+    b = torch.arange(padded.shape[0], device=dev)[:, None, None, None]
+    c = torch.arange(padded.shape[1], device=dev)[None, :, None, None]
+    return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]  # (B, C, size, size), contiguous
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
