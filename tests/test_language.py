@@ -279,3 +279,27 @@ def test_empty_and_short_corpus_files(tmp_path):
         TransformerLMTask(task_cfg("lm_postln", *TINY, "task.corpus.source=text", f"task.corpus.path={short}"), 0, CPU)
     with pytest.raises(ConfigError, match=r"task.mask_prob=1.5"):
         BertMLMTask(task_cfg("bert_mlm", *TINY, "task.mask_prob=1.5"), 0, CPU)
+
+
+# ---------------------------------------------------------------- study summary script
+
+
+def test_warmup_summary_table(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lm_warmup_summary", Path(__file__).resolve().parent.parent / "scripts" / "lm_warmup_summary.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [
+        ("lm_postln", "adam", "none", 0.01, "completed", 3.2, 3.3),
+        ("lm_postln", "adam", "none", 0.01, "completed", 2.4, 2.5),
+        ("lm_postln", "adam", "none", 0.01, "diverged", float("nan"), float("nan")),
+        ("lm_preln", "adam", "none", 0.01, "completed", 2.0, 2.1),
+    ]
+    cols = ["task", "optimizer", "warmup", "lr_base", "status", "final_train_loss", "final_val_loss"]
+    import pandas as pd_
+    pd_.DataFrame(rows, columns=cols).to_csv(tmp_path / "runs.csv", index=False)
+    assert mod.main([str(tmp_path / "runs.csv"), "--out", str(tmp_path / "t.md")]) == 0
+    lines = (tmp_path / "t.md").read_text().splitlines()
+    assert lines[2] == "| lm_postln | adam | none | 0.01 | 2.800 [2.400, 3.200] | 2.900 [2.500, 3.300] | 1 | 1 | 3 |"
+    assert lines[3] == "| lm_preln | adam | none | 0.01 | 2.000 | 2.100 | 0 | 0 | 1 |"
