@@ -85,6 +85,7 @@ def run(cfg: DictConfig) -> dict:
         torch.set_num_threads(threads)
     dist = from_environment(cfg.hardware.device)
     device = _device(cfg, dist.local_rank)
+    out_dir = Path(dist.broadcast(str(out_dir)))  # ranks may resolve ${now:...} a second apart: all use rank 0's dir
 
     previous = read_result(out_dir / RESULT)
     if previous and previous.get("status") in FINISHED and previous.get("config_hash") == chash and not cfg.train.force:

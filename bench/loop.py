@@ -175,12 +175,13 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
 
         out.steps = step + 1
         due = t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < plan.total_steps
-        if due or preempt.is_set():
+        stop = dist.any(preempt.is_set())  # all processes stop at the same step, even if one rank got the signal
+        if due or stop:
             extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final}
             if dist.is_main:
                 ckpt.save(out_dir, cfg, step + 1, models, opts, scheds, logger.offset(), extra)
             dist.barrier()
-            if preempt.is_set():
+            if stop:
                 out.status, out.preempted = "preempted", True
                 break
     out.train_time_s = time.perf_counter() - t0
