@@ -109,15 +109,17 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
     lines = _other_keys(sw) + ["warmup"]
     ok = best[np.isfinite(best["lr_peak"].astype(float))]
     anchors = []
-    for (label, g), color in zip(_facets(ok, lines), plt.cm.tab10.colors * 3):
+    facets = _facets(ok, lines)
+    for i, ((label, g), color) in enumerate(zip(facets, plt.cm.tab10.colors * 3)):
         g = g.sort_values("batch_size")
+        shift = 1 + 0.025 * (i - (len(facets) - 1) / 2)  # a small sideways offset so equal points stay visible
         a = alpha
         for k in lines:
             if k in a.columns:
                 a = a[a[k] == g[k].iloc[0]]
         edge = g["edge"].isin(["low", "high"])
-        ax.plot(g["batch_size"], g["lr_peak"], "o", color=color, ms=7)
-        ax.plot(g["batch_size"][edge], g["lr_peak"][edge], "o", color="white", mec=color, ms=7, mew=1.5)
+        ax.plot(g["batch_size"] * shift, g["lr_peak"], "o", color=color, ms=7)
+        ax.plot(g["batch_size"][edge] * shift, g["lr_peak"][edge], "o", color="white", mec=color, ms=7, mew=1.5)
         txt = label or "fit"
         if len(a) and math.isfinite(a["alpha"].iloc[0]):
             r = a.iloc[0]
