@@ -23,6 +23,7 @@ folder (throughput only; nothing measured there is a CIFAR/ImageNet accuracy).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -42,7 +43,7 @@ from bench.app import CONF_DIR  # noqa: E402  (also registers the config resolve
 from bench.checkpoint import PreemptFlag  # noqa: E402
 from bench.distributed import Dist  # noqa: E402
 from bench.loggers import Loggers  # noqa: E402
-from bench.loop import _autocast, build_optimizers, train  # noqa: E402
+from bench.loop import build_optimizers, train  # noqa: E402
 from bench.plan import make_plan, validate  # noqa: E402
 from tasks.vision_fake import write_cifar, write_imagefolder  # noqa: E402
 
@@ -71,6 +72,12 @@ def compose_cfg(task: str, device: str, overrides: list[str]) -> DictConfig:
         cfg = compose("config", overrides=[f"task={task}", f"hardware={'gpu' if device == 'cuda' else 'cpu'}", *overrides])
     validate(cfg)
     return cfg
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _sync(device: torch.device) -> None:
