@@ -344,12 +344,15 @@ def alpha_table(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
             # resample seeds within every eligible cell, re-pick eta* per batch, refit
             runs = sw.runs.merge(ok[sw.keys], on=sw.keys)
             cells = [(k[-2], k[-1], gg["metric"].to_numpy(float)) for k, gg in runs.groupby([*group, "batch_size", "lr_peak"], dropna=False)]
+            bs = np.array([c[0] for c in cells], float)
+            lrs = np.array([c[1] for c in cells], float)
+            by_batch = [np.flatnonzero(bs == b) for b in np.unique(bs)]
+            sign = 1.0 if mode == "max" else -1.0
             alphas = []
             for _ in range(BOOT_ALPHA):
-                t = pd.DataFrame([(b, lr, v[rng.integers(0, len(v), len(v))].mean()) for b, lr, v in cells], columns=["batch_size", "lr_peak", "mean"])
-                p = _pick(t, mode)
-                if len(p) >= 2:
-                    alphas.append(fit_alpha(p["batch_size"], p["lr_peak"])[0])
+                means = sign * np.array([v[rng.integers(0, len(v), len(v))].mean() for _, _, v in cells])
+                best = [idx[np.argmax(means[idx])] for idx in by_batch]
+                alphas.append(fit_alpha(bs[best], lrs[best])[0])
             if alphas:
                 row["alpha_low"], row["alpha_high"] = (float(v) for v in np.percentile(alphas, [2.5, 97.5]))
         out.append(row)
@@ -477,7 +480,7 @@ def curves(run_dir: str) -> pd.DataFrame:
     return pd.DataFrame(read_metrics(p)) if p.exists() else pd.DataFrame()
 
 
-def report(root: Path, out: Path | None = None, metric: str | None = None) -> dict:
+def report(root: Path, out: Path | None = None, metric: str | None = None, figures: bool = True) -> dict:
     """Write the whole report; returns {'out': dir, 'figures': [...], 'summary': DataFrame, 'best': ..., 'alpha': ..., 'warnings': [...]}."""
     from bench import report_plots
 
@@ -494,7 +497,7 @@ def report(root: Path, out: Path | None = None, metric: str | None = None) -> di
     tables = _tables(sw, summary, best, alpha)
     write_markdown(out / "table.md", tables)
     write_latex(out / "table.tex", tables)
-    figures = report_plots.all_figures(sw, summary, best, alpha, out, curves)
+    figures = report_plots.all_figures(sw, summary, best, alpha, out, curves) if figures else []
     write_readme(out / "README.md", sw, summary, best, [f.name for f in figures], tables)
     return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": sw.warnings, "tables": tables}
 

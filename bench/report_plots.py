@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 DPI = 120
+SMOOTH = 9  # logged train rows in the moving average of curves.png (raw values drawn faintly behind)
 WARMUP_ORDER = ["none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential"]
 
 
@@ -182,8 +183,15 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
 
 
 def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | None:
-    """Loss and LR against step for the best run (best final metric) of the best eligible cell per warm-up."""
+    """Loss and LR against step, per warm-up: the best run (seed) of the best eligible cell at the largest batch.
+
+    The largest batch is where warm-up matters (Goyal et al.); at small batches all warm-ups look alike.
+    """
     ok = summary[summary["eligible"] & summary["mean"].notna()]
+    if ok.empty:
+        return None
+    big = ok["batch_size"].max()
+    ok = ok[ok["batch_size"] == big]
     picks = []
     for label, g in _facets(ok, _other_keys(sw) + ["warmup"]):
         mode = g["mode"].iloc[0]
@@ -192,8 +200,9 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
         for k in sw.keys:
             runs = runs[runs[k] == cell[k]]
         run = runs.loc[runs["metric"].idxmax() if mode == "max" else runs["metric"].idxmin()]
-        picks.append((f"{label or cell['warmup']}: B={int(cell['batch_size'])}, lr={cell['lr_base']:.3g}, seed {run['seed']}", run["dir"]))
-    picks = picks[:10]  # beyond ten lines the figure stops being readable
+        picks.append((f"{label or cell['warmup']}: lr={cell['lr_base']:.3g}, seed {run['seed']}", run["dir"], cell["warmup"]))
+    rank = {w: i for i, w in enumerate(WARMUP_ORDER)}
+    picks = [(lab, d) for lab, d, w in sorted(picks, key=lambda p: rank.get(p[2], len(rank)))][:10]  # beyond ten lines the figure stops being readable
     if not picks:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
@@ -204,7 +213,9 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
         tr = m[m["kind"] == "train"]
         if "train_loss" in tr:
             t = tr[tr["train_loss"].notna()]
-            ax1.plot(t["step"], t["train_loss"], color=color, lw=1.2, label=label)
+            ax1.plot(t["step"], t["train_loss"], color=color, lw=0.6, alpha=0.3)
+            smooth = t["train_loss"].rolling(SMOOTH, min_periods=1, center=True).mean()
+            ax1.plot(t["step"], smooth, color=color, lw=1.6, label=label)
         lr_cols = ["lr"] if "lr" in tr else sorted(c for c in tr.columns if c.startswith("lr/"))
         for c, ls in zip(lr_cols, ["-", "--", ":", "-."]):
             t = tr[tr[c].notna()]
@@ -212,7 +223,7 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     ax1.set_yscale("log")
     ax1.set_xlabel("optimizer step")
     ax1.set_ylabel("train loss (log scale)")
-    ax1.set_title("training loss of the best run per warm-up", fontsize=10)
+    ax1.set_title(f"train loss, best run per warm-up at batch {int(big)} (thick: mean of {SMOOTH} logged steps)", fontsize=10)
     ax2.set_xlabel("optimizer step")
     ax2.set_ylabel("learning rate (applied at this step)")
     ax2.set_title("LR schedule of the same runs", fontsize=10)
