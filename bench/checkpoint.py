@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +45,28 @@ class PreemptFlag:
     def is_set(self) -> bool:
         return self._set
 
-    def hand_over(self) -> None:
-        """Restore the previous handlers and re-deliver the signal to them (after the checkpoint)."""
+    def hand_over(self, wait_s: float = 5.0) -> None:
+        """Restore the previous handlers and re-deliver the signal to them (after the checkpoint).
+
+        SIGTERM always ends the process. submitit's SIGTERM handler only logs (its preemption
+        sequence is SIGTERM, then USR2 to requeue), so after it the process waits ``wait_s``
+        seconds for that USR2 (whose handler requeues and exits), then dies by SIGTERM: a
+        cancelled job must not return normally and be reported as a success.
+        """
         for sig, prev in self._previous.items():
             signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
-        if self._signum is not None:
-            prev = self._previous.get(self._signum)
-            if callable(prev):
-                prev(self._signum, None)
-            else:
-                os.kill(os.getpid(), self._signum)
+        if self._signum is None:
+            return
+        prev = self._previous.get(self._signum)
+        if callable(prev):
+            prev(self._signum, None)
+            if self._signum != signal.SIGTERM:
+                return
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), self._signum)
 
 
 def _rng_state() -> dict:

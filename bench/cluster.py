@@ -1,0 +1,176 @@
+"""Pre-flight checks for a multirun, before any job is started or submitted to Slurm.
+
+``PreflightCallback`` (registered in conf/config.yaml under ``hydra.callbacks``) runs once in the
+process that starts the sweep. It refuses, with one ``error:`` line and exit code 2:
+
+- a sweep dir that cannot be created or written (on a cluster it must also be on a filesystem
+  every node mounts; that cannot be checked from here);
+- ``hardware.device=cuda`` where no GPU will be there: no CUDA device on this machine for local
+  launchers; for ``hydra/launcher=submitit_slurm`` a job that asks for no GPU, or a partition
+  whose nodes have no ``gpu`` GRES (from ``sinfo``), or more processes than GPUs per node;
+- GPUs asked of a Slurm partition that has none;
+- a world size (Slurm: ``nodes x tasks_per_node``) that does not divide ``batch.size``;
+- any value ``bench.plan.validate`` refuses, in any job of the sweep (each job's config is composed
+  the way the sweeper will compose it), so a bad grid point fails the sweep before the first job
+  instead of after hours in the queue.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict
+
+from bench.errors import ConfigError, bad
+
+
+def _is_slurm(hydra_cfg: DictConfig) -> bool:
+    return "SlurmLauncher" in str(hydra_cfg.launcher.get("_target_", ""))
+
+
+def check_sweep_dir(sweep_dir: str) -> None:
+    """Create ``sweep_dir`` and write a file in it, or raise ConfigError naming the reason."""
+    path = Path(sweep_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise bad("hydra.sweep.dir", sweep_dir, f"a directory this user can create and write ({e.strerror or e})") from None
+
+
+def slurm_gpus_per_node(launcher: DictConfig) -> int:
+    """GPUs a job asks for per node: ``gpus_per_node``, else ``gpus_per_task`` x tasks, else a ``gpu[:type]:N`` gres."""
+    if launcher.get("gpus_per_node"):
+        return int(launcher.gpus_per_node)
+    if launcher.get("gpus_per_task"):
+        return int(launcher.gpus_per_task) * int(launcher.tasks_per_node)
+    gres = launcher.get("gres") or ""
+    for item in str(gres).split(","):
+        if item.startswith("gpu"):
+            return int(item.rsplit(":", 1)[-1]) if item.rsplit(":", 1)[-1].isdigit() else 1
+    return 0
+
+
+def partition_gres(partition: str | None) -> tuple[str, list[str]] | None:
+    """(partition name, GRES strings of its nodes) from ``sinfo``; the default partition when None.
+
+    None when sinfo is missing or fails (then the GPU check is left to Slurm itself).
+    """
+    if shutil.which("sinfo") is None:
+        return None
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P|%G"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return None
+    found: dict[str, list[str]] = {}
+    default = None
+    for line in out.splitlines():
+        if "|" not in line:
+            continue
+        name, gres = line.strip().split("|", 1)
+        if name.endswith("*"):
+            name = name[:-1]
+            default = name
+        found.setdefault(name, []).append(gres)
+    name = partition or default
+    if name is None or name not in found:
+        return None  # an unknown partition: sbatch's own error names it
+    return name, found[name]
+
+
+def check_job(cfg: DictConfig, cuda_available: bool, gres_of=partition_gres) -> None:
+    """Checks on one job's composed config (with its ``hydra`` node). Raises ConfigError."""
+    from bench.plan import validate
+
+    validate(cfg)
+    hc = cfg.hydra
+    device = cfg.hardware.device
+    if _is_slurm(hc):
+        lc = hc.launcher
+        gpus = slurm_gpus_per_node(lc)
+        tasks = int(lc.tasks_per_node)
+        world = int(lc.nodes) * tasks
+        if device == "cuda" and gpus == 0:
+            raise bad("hardware.device", device, "cpu when the Slurm job asks for no GPU (hydra.launcher.gpus_per_node=0), or set gpus_per_node >= 1")
+        if device == "cuda" and tasks > gpus:
+            raise bad("hydra.launcher.tasks_per_node", tasks, f"at most gpus_per_node={gpus}: each DDP process needs its own GPU")
+        if gpus > 0:
+            part = gres_of(lc.partition)
+            if part is not None and not any("gpu" in g for g in part[1]):
+                raise bad("hydra.launcher.gpus_per_node", gpus, f"0 for partition {part[0]!r}, whose nodes have no GPUs (sinfo GRES: {', '.join(sorted(set(part[1])))}); set hydra.launcher.partition to a GPU partition, or hardware.device=cpu with gpus_per_node=0")
+    else:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if device == "cuda" and not cuda_available:
+            raise bad("hardware.device", device, "cpu on this machine: no CUDA device is visible (use hardware=cpu, or a Slurm profile to run on a cluster's GPUs)")
+    size = cfg.batch.size
+    if size % world:
+        raise bad("batch.size", size, f"a multiple of the world size {world} (nodes x tasks per node: the global batch is split over processes)")
+
+
+def job_overrides(config: DictConfig, loader) -> list[list[str]] | None:
+    """Each job's override list, as Hydra's basic sweeper will make them; None for other sweepers."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    strings = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    strings += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(strings)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def preflight(config: DictConfig) -> None:
+    """All checks for a multirun whose primary config is ``config``; raises ConfigError on the first problem."""
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    cuda = torch.cuda.is_available()
+    gres_cache: dict[Any, Any] = {}
+
+    def gres_of(partition):
+        if partition not in gres_cache:
+            gres_cache[partition] = partition_gres(partition)
+        return gres_cache[partition]
+
+    loader = GlobalHydra.instance().config_loader()
+    jobs = job_overrides(config, loader)
+    if jobs is None:  # another sweeper picks the jobs as it goes: check the base config only
+        check_job(config, cuda, gres_of)
+    hc = HydraConfig.instance()
+    try:
+        for num, overrides in enumerate(jobs or []):
+            job_cfg = loader.load_sweep_config(config, list(overrides))
+            with open_dict(job_cfg.hydra.job):
+                job_cfg.hydra.job.num = num
+            hc.set_config(job_cfg)  # so that ${hydra:...} in the job's values resolves as in the job
+            try:
+                check_job(job_cfg, cuda, gres_of)
+            except ConfigError as e:
+                raise ConfigError(f"{e} (job #{num}: {' '.join(overrides)})" if len(jobs) > 1 else str(e)) from None
+            except Exception:  # e.g. a value that resolves only inside a running job: that job checks it itself
+                continue
+    finally:
+        hc.set_config(config)
+    check_sweep_dir(str(config.hydra.sweep.dir))  # last: a refused sweep leaves no empty sweep dir behind
+
+
+class PreflightCallback(Callback):
+    """Runs :func:`preflight` before a multirun starts or submits anything; bad input exits 2 with one line."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            preflight(config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
