@@ -148,6 +148,27 @@ def test_cancelled_job_fails_the_sweep_but_keeps_the_other_records(tmp_path):
     assert metrics(tmp_path / "sweep" / "2")[-1]["step"] == 199
 
 
+@pytest.mark.slurm
+@pytest.mark.skipif(_why is not None, reason=_why or "")
+def test_ddp_over_slurm_tasks_matches_one_process(tmp_path):
+    """tasks_per_node=2: rank and world size come from SLURM (submitit's helper), gloo on the CPU."""
+    run = ["train.steps=30", "train.log_every=1", "train.eval_every=10", "batch.size=64", "optimizer=adam", "optimizer.lr=0.003", "warmup=linear", "warmup.steps=5"]
+    proc = _start(tmp_path, *run, "hydra.launcher.tasks_per_node=2", "report=false")
+    ref = tmp_path / "ref"
+    p = run_bench(*CPU_JOB, *run, f"hydra.run.dir={ref}")  # the same config in one local process
+    assert p.returncode == 0, p.stderr
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    job = tmp_path / "sweep" / "0"
+    r = json.loads((job / "result.json").read_text())
+    assert r["status"] == "completed" and r["world_size"] == 2 and r["micro_batch_size"] == 32
+    a, b = metrics(job), metrics(ref)
+    assert [(x["kind"], x["step"]) for x in a] == [(x["kind"], x["step"]) for x in b]  # rank 0 alone wrote rows
+    loss = lambda rows: [x["train_loss"] for x in rows if x["kind"] == "train"]  # noqa: E731
+    assert loss(a) == pytest.approx(loss(b), rel=1e-4, abs=1e-5)
+    assert len(list((tmp_path / "submitit").glob("*/*_1_log.out"))) == 1  # Slurm ran a second task (task 1)
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
