@@ -305,12 +305,20 @@ def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["eligible"] & g["mean"].notna()]
         row = dict(zip(group, key))
         row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0])
+        finished = g[g["mean"].notna()]
+        if ok.empty and finished.empty:
+            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, n_runs=0, n_diverged=0, eligible=False, edge="no finished run")
+            out.append(row)
+            continue
+        # no cell without a diverged run: report the best of the others, flagged (not eligible, no edge check)
+        pool = ok if not ok.empty else finished
+        b = pool.loc[_better_idx(pool["mean"], row["mode"])]
+        edge = "low" if b["lr_base"] == grid[0] else "high" if b["lr_base"] == grid[-1] else ""
+        if len(grid) == 1:
+            edge = "single LR"
         if ok.empty:
-            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, edge="no eligible cell")
-        else:
-            b = ok.loc[_better_idx(ok["mean"], row["mode"])]
-            edge = "low" if b["lr_base"] == grid[0] else "high" if b["lr_base"] == grid[-1] else ""
-            row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], edge=edge if len(grid) > 1 else "single LR")
+            edge = "no eligible cell"
+        row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], n_runs=b["n_runs"], n_diverged=b["n_diverged"] + b["n_unfinished"], eligible=not ok.empty, edge=edge)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -384,7 +392,10 @@ def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[
         [*(_fmt(r[k]) for k in sw.keys), _cell_text(r), f"{r['n_runs']}", f"{r['n_diverged']}" + ("†" if not r["eligible"] else "")]
         for _, r in summary.iterrows()
     ]
-    bests = [[*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r), r["edge"]] for _, r in best.iterrows()]
+    bests = [
+        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({r['n_diverged']}/{r['n_runs']} diverged)†"), r["edge"]]
+        for _, r in best.iterrows()
+    ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
     alphas = [
         [*(_fmt(r[k]) for k in agroup), _fmt(r["alpha"], 3), f"[{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}]", str(r["n_batch_sizes"])]
@@ -404,7 +415,7 @@ def write_markdown(path: Path, tables) -> None:
         lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
-    lines.append("† a run of this cell diverged or did not finish: the cell is not eligible as best LR; its mean covers the finished runs only.")
+    lines.append("† a run of this cell diverged or did not finish: the cell is not eligible as best LR; its mean covers the finished runs only. In the best-LR table, † marks a group where every LR had such runs.")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -457,9 +468,9 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFram
         if r["edge"] in ("low", "high"):
             label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
             warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
-        elif r["edge"] == "no eligible cell":
+        elif r["edge"] in ("no eligible cell", "no finished run"):
             label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
-            warns.append(f"no cell without diverged or unfinished runs for {label}: no best LR")
+            warns.append(f"every LR has diverged or unfinished runs for {label}: the best-LR table shows the best of them, marked †")
     few = summary[summary["n_runs"] < 3]
     if len(few):
         warns.append(f"{len(few)} of {len(summary)} cells have fewer than 3 seeds (min {few['n_runs'].min()}): intervals are rough or missing")
@@ -498,6 +509,8 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     write_markdown(out / "table.md", tables)
     write_latex(out / "table.tex", tables)
     figures = report_plots.all_figures(sw, summary, best, alpha, out, curves) if figures else []
+    for name in set(report_plots.FIGURES) - {f.name for f in figures}:
+        (out / name).unlink(missing_ok=True)  # a figure from an earlier report of another sweep would mislead
     write_readme(out / "README.md", sw, summary, best, [f.name for f in figures], tables)
     return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": sw.warnings, "tables": tables}
 

@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 DPI = 120
+FIGURES = ("heatmap.png", "lr_vs_batch.png", "warmup_comparison.png", "curves.png", "divergence.png")
 SMOOTH = 9  # logged train rows in the moving average of curves.png (raw values drawn faintly behind)
 WARMUP_ORDER = ["none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential"]
 
@@ -84,8 +85,9 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
                     txt += f"\n✕{bad}/{r['n_runs']}"
                 light = math.isfinite(r["mean"]) and (r["mean"] - vmin) / max(vmax - vmin, 1e-12) > 0.6
                 light = light if mode == "max" else not light
-                ax.text(x, y, txt, ha="center", va="center", fontsize=7, color=("black" if light else "white") if not bad else "red", fontweight="bold" if bad else "normal")
-            sel = best[(best["warmup"] == wu)]
+                box = dict(boxstyle="round,pad=0.2", fc="white", ec="red", alpha=0.85) if bad else None  # readable on any colour
+                ax.text(x, y, txt, ha="center", va="center", fontsize=7, color="red" if bad else "black" if light else "white", fontweight="bold" if bad else "normal", bbox=box)
+            sel = best[(best["warmup"] == wu) & best["eligible"]]
             for k in _other_keys(sw):
                 sel = sel[sel[k] == g[k].iloc[0]]
             for _, r in sel.iterrows():
@@ -108,7 +110,7 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
 def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.2), constrained_layout=True)
     lines = _other_keys(sw) + ["warmup"]
-    ok = best[np.isfinite(best["lr_peak"].astype(float))]
+    ok = best[np.isfinite(best["lr_peak"].astype(float)) & best["eligible"]]
     anchors = []
     facets = _facets(ok, lines)
     for i, ((label, g), color) in enumerate(zip(facets, plt.cm.tab10.colors * 3)):
@@ -161,19 +163,23 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
         width = 0.8 / max(len(warmups), 1)
         for k, (wu, color) in enumerate(zip(warmups, plt.cm.tab10.colors)):
             gw = g[g["warmup"] == wu].set_index("batch_size")
-            xs, ys, lo, hi = [], [], [], []
             for i, b in enumerate(bs):
-                if b in gw.index and math.isfinite(gw.loc[b, "mean"]):
-                    r = gw.loc[b]
-                    xs.append(i + (k - (len(warmups) - 1) / 2) * width)
-                    ys.append(r["mean"])
-                    lo.append(r["mean"] - r["ci_low"] if math.isfinite(r["ci_low"]) else 0)
-                    hi.append(r["ci_high"] - r["mean"] if math.isfinite(r["ci_high"]) else 0)
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=color, capsize=3, label=wu)
+                if b not in gw.index or not math.isfinite(gw.loc[b, "mean"]):
+                    continue
+                r = gw.loc[b]
+                x = i + (k - (len(warmups) - 1) / 2) * width
+                lo = r["mean"] - r["ci_low"] if math.isfinite(r["ci_low"]) else 0
+                hi = r["ci_high"] - r["mean"] if math.isfinite(r["ci_high"]) else 0
+                # hollow: every LR of this group had diverged runs; the mean covers the finished runs only
+                ax.errorbar([x], [r["mean"]], yerr=[[lo], [hi]], fmt="o", color=color, mfc=color if r["eligible"] else "white", capsize=3)
+                if not r["eligible"]:
+                    ax.annotate(f"✕{r['n_diverged']}/{r['n_runs']}", (x, r["mean"]), xytext=(4, 0), textcoords="offset points", fontsize=7, color="red", va="center")
+            ax.errorbar([], [], fmt="o", color=color, label=wu)
         ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
+        ax.set_xlim(-0.6, len(bs) - 0.3)  # room for the ✕k/n labels on the right
         ax.set_xlabel("batch size (examples/step)")
         ax.set_ylabel(_metric_label(sw, g["mode"].iloc[0]))
-        ax.set_title((label + "\n" if label else "") + "at the best eligible LR per warm-up and batch size", fontsize=10)
+        ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size (hollow, ✕k/n: k of n runs diverged there)", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(title="warm-up", fontsize=8)
     fig.suptitle("Warm-up comparison: mean over seeds with 95% bootstrap interval", fontsize=11)
@@ -187,13 +193,13 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
 
     The largest batch is where warm-up matters (Goyal et al.); at small batches all warm-ups look alike.
     """
-    ok = summary[summary["eligible"] & summary["mean"].notna()]
-    if ok.empty:
+    fin = summary[summary["mean"].notna()]
+    if fin.empty:
         return None
-    big = ok["batch_size"].max()
-    ok = ok[ok["batch_size"] == big]
+    big = fin["batch_size"].max()
     picks = []
-    for label, g in _facets(ok, _other_keys(sw) + ["warmup"]):
+    for label, g in _facets(fin[fin["batch_size"] == big], _other_keys(sw) + ["warmup"]):
+        g = g[g["eligible"]] if g["eligible"].any() else g  # prefer cells where no run diverged
         mode = g["mode"].iloc[0]
         cell = g.loc[g["mean"].idxmax() if mode == "max" else g["mean"].idxmin()]
         runs = sw.runs
@@ -262,7 +268,8 @@ def all_figures(sw, summary, best, alpha, out: Path, read_curves) -> list[Path]:
         warmup_comparison(sw, best, out / "warmup_comparison.png"),
         divergence(sw, out / "divergence.png"),
     ]
-    if best["batch_size"].nunique() > 1:
+    fit = best[best["eligible"] & (best["n_lrs"] > 1)]
+    if fit["batch_size"].nunique() > 1:  # alpha needs an LR grid and at least two batch sizes
         figs.insert(1, lr_vs_batch(sw, best, alpha, out / "lr_vs_batch.png"))
     c = curves_figure(sw, summary, out / "curves.png", read_curves)
     if c is not None:
