@@ -136,7 +136,7 @@ def run(cfg: DictConfig) -> dict:
         write_json_atomic(out_dir / RESULT, record)
         if cfg.logger.name == "wandb":
             sweep_name = Path(hc.sweep.dir).name if multirun else None
-            extra.append(WandbLogger(cfg, resolved, choices, out_dir, sweep_name, hc.job.override_dirname or hc.job.name))
+            extra.append(WandbLogger(cfg, resolved, choices, out_dir, sweep_name, hc.job.override_dirname or hc.job.name, chash))
     logger = Loggers(out_dir, extra)
     preempt = ckpt.PreemptFlag()
     preempt.install()

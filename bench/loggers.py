@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Mapping
@@ -38,9 +39,11 @@ class LocalLogger(Logger):
 class WandbLogger(Logger):
     """One W&B run per job. Offline mode writes under ``<job dir>/wandb`` and needs no network."""
 
-    def __init__(self, cfg: DictConfig, resolved: dict, choices: Mapping[str, str], out_dir: Path, sweep_name: str | None, job_name: str):
+    def __init__(self, cfg: DictConfig, resolved: dict, choices: Mapping[str, str], out_dir: Path, sweep_name: str | None, job_name: str, config_hash: str):
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
+
+        run_id = f"{config_hash}-{hashlib.sha256(str(Path(out_dir).resolve()).encode()).hexdigest()[:8]}"
 
         lc = cfg.logger
         tags = [f"{g}={c}" for g, c in choices.items() if c is not None] + list(lc.tags)
@@ -54,6 +57,9 @@ class WandbLogger(Logger):
             dir=str(out_dir),
             mode=lc.mode,
             reinit="finish_previous",
+            # one W&B run per job directory and config: a requeued or resumed job continues its run
+            id=run_id,
+            resume="allow",
         )
 
     def log(self, row: Mapping) -> None:
