@@ -453,7 +453,12 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFram
     lines = [f"# Report: {sw.root.name}", "", f"Sweep directory: `{sw.root}`", ""]
     lines += ["## Command", ""] + ["```", *(sw.commands or ["(no multirun.yaml found)"]), "```", ""]
     lines += ["## Provenance", ""]
-    lines.append(f"- commit: {', '.join(commits) or 'unknown'}" + (" (uncommitted changes present in some runs)" if dirty else ""))
+    if len(commits) > 1:
+        lines.append(f"- commits: {len(commits)} (HEAD moved while the sweep ran): " + ", ".join(c[:10] for c in commits))
+    else:
+        lines.append(f"- commit: {commits[0] if commits else 'unknown'}")
+    if dirty:
+        lines.append("- the working tree had uncommitted changes (tracked files) when some runs started (`git_dirty` in runs.csv)")
     for _, h in hw.iterrows():
         lines.append(f"- hardware: {h['device']} ({h['device_name']}), {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
     lines.append(f"- wall time: {_wall(runs)}")
