@@ -45,7 +45,7 @@ needs_slurm = [pytest.mark.slurm, pytest.mark.skipif(_why is not None, reason=_w
 CPU_JOB = ["hardware=slurm", "hardware.device=cpu", "hardware.precision=fp32", "hardware.channels_last=false",
            "hardware.deterministic=true", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
            "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=15", "hydra.launcher.partition=debug"]
-LONG = ["train.steps=200", "train.log_every=1", "train.eval_every=50", "optimizer=adam", "optimizer.lr=0.002",
+LONG = ["train.steps=120", "train.log_every=1", "train.eval_every=40", "optimizer=adam", "optimizer.lr=0.002",
         "warmup=linear", "schedule=cosine"]
 
 
@@ -111,14 +111,14 @@ def test_usr2_preemption_requeues_and_matches_uninterrupted_run(tmp_path):
     # two identical jobs run side by side (2 CPUs); job 0 is preempted, job 1 is the uninterrupted reference
     proc = _start(tmp_path, *LONG, "seed=0,0", "report=false")
     job = _array_task(tmp_path, 0, proc)
-    _wait_rows(tmp_path / "sweep" / "0", 40, proc)
+    _wait_rows(tmp_path / "sweep" / "0", 30, proc)
     _scancel("--signal=USR2", job)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     a, b = (json.loads((tmp_path / "sweep" / str(i) / "result.json").read_text()) for i in (0, 1))
-    assert a["resumed_from"] is not None and 40 <= a["resumed_from"] < 200, a["resumed_from"]  # requeued, resumed from the checkpoint
+    assert a["resumed_from"] is not None and 30 <= a["resumed_from"] < 120, a["resumed_from"]  # requeued, resumed from the checkpoint
     assert b["resumed_from"] is None
-    assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 200
+    assert a["status"] == b["status"] == "completed" and a["steps"] == b["steps"] == 120
     assert a["final"] == b["final"] and a["best"] == b["best"] and a["final_train_loss"] == b["final_train_loss"]
     assert (tmp_path / "sweep/0/metrics.jsonl").read_bytes() == (tmp_path / "sweep/1/metrics.jsonl").read_bytes()
     assert not (tmp_path / "sweep/0/checkpoint.pt").exists()
@@ -129,9 +129,9 @@ def test_usr2_preemption_requeues_and_matches_uninterrupted_run(tmp_path):
 @pytest.mark.slurm
 @pytest.mark.skipif(_why is not None, reason=_why or "")
 def test_cancelled_job_fails_the_sweep_but_keeps_the_other_records(tmp_path):
-    proc = _start(tmp_path, *LONG, "optimizer.lr=0.001,0.002,0.003", "report=false")
-    job = _array_task(tmp_path, 1, proc)
-    _wait_rows(tmp_path / "sweep" / "1", 20, proc)
+    proc = _start(tmp_path, *LONG, "optimizer.lr=0.001,0.002", "report=false")
+    job = _array_task(tmp_path, 0, proc)
+    _wait_rows(tmp_path / "sweep" / "0", 15, proc)
     _scancel(job)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0
@@ -143,9 +143,8 @@ def test_cancelled_job_fails_the_sweep_but_keeps_the_other_records(tmp_path):
         assert time.time() - t0 < 180, "the sweep's other jobs did not finish"
         time.sleep(1)
     recs = {r["output_dir"].rsplit("/", 1)[-1]: r for r in results(tmp_path / "sweep")}
-    assert recs["0"]["status"] == recs["2"]["status"] == "completed"
-    assert recs["1"]["status"] in ("preempted", "running")  # it never ended normally
-    assert metrics(tmp_path / "sweep" / "2")[-1]["step"] == 199
+    assert recs["0"]["status"] in ("preempted", "running")  # it never ended normally
+    assert recs["1"]["status"] == "completed" and metrics(tmp_path / "sweep" / "1")[-1]["step"] == 119
 
 
 @pytest.mark.slurm
