@@ -9,3 +9,5 @@ from omegaconf import OmegaConf
 # import of the package, which every Hydra process (joblib and submitit workers too) does
 # before it resolves a job's config.
 OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
+# ${ratio:a,b} = a / b, e.g. a warm-up start factor of base_size / size (Goyal et al.'s 1/k; conf/experiment/goyal_cifar.yaml)
+OmegaConf.register_new_resolver("ratio", lambda a, b: float(a) / float(b), replace=True)

@@ -31,8 +31,6 @@ from bench.plan import make_plan, validate
 from bench.records import FINISHED, RESULT, SCHEMA_VERSION, config_hash, environment, read_result, write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-# ${ratio:a,b} = a / b in configs, e.g. a warm-up start factor of base_size / size (Goyal et al.'s 1/k)
-OmegaConf.register_new_resolver("ratio", lambda a, b: a / b, replace=True)
 
 
 def _threads(cfg: DictConfig, hc) -> int | None:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from bench.app import CONF_DIR  # noqa: E402  (also registers the config resolvers)
+from bench.app import CONF_DIR  # noqa: E402
 from bench.checkpoint import PreemptFlag  # noqa: E402
 from bench.distributed import Dist  # noqa: E402
 from bench.loggers import Loggers  # noqa: E402
