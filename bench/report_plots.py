@@ -61,7 +61,11 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     facets = _facets(summary, _other_keys(sw))
     nb, nl = summary["batch_size"].nunique(), summary["lr_base"].nunique()
     w, h = max(3.2, 0.9 * nb + 1.6), max(2.6, 0.42 * nl + 1.4)
-    fig, axes = plt.subplots(len(facets), len(warmups), figsize=(w * len(warmups) + 1.2, h * len(facets) + 0.6), squeeze=False, constrained_layout=True)
+    # one row per facet and one column per warm-up; a single warm-up puts the facets side by side instead
+    side = len(warmups) == 1
+    nrows, ncols = (1, len(facets)) if side else (len(facets), len(warmups))
+    fig, grid_axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.4, h * nrows + 0.9), squeeze=False, constrained_layout=True)
+    axes = [[grid_axes[0][i]] for i in range(len(facets))] if side else grid_axes
     finite = summary["mean"][np.isfinite(summary["mean"])]
     vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0, 1)
     im = None
@@ -96,12 +100,12 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
             ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
             ax.set_yticks(range(len(lrs)), [f"{v:.3g}" for v in lrs])
             ax.set_xlabel("batch size (examples/step)")
-            if j == 0:
+            if ax is grid_axes[0][0] or (not side and j == 0):
                 ax.set_ylabel(_lr_label(sw) if len(_lr_label(sw)) < 30 else "optimizer.lr (base LR)")
             ax.set_title(f"warm-up: {wu}" + (f"\n{label}" if label else ""), fontsize=10)
-    cb = fig.colorbar(im, ax=axes, shrink=0.8)
+    cb = fig.colorbar(im, ax=grid_axes, shrink=0.8)
     cb.set_label(_metric_label(sw))
-    fig.suptitle(f"Mean {sw.metric} over seeds; red box = best eligible LR per batch; ✕k/n = k of n runs diverged or unfinished", fontsize=10)
+    fig.suptitle(f"Mean final {sw.metric} over seeds\nred box: best LR per batch (no run diverged); ✕k/n: k of n runs diverged or unfinished", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
