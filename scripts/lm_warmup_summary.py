@@ -12,12 +12,20 @@ than a blow-up, so this table adds, per cell (task x optimizer x warm-up x LR, s
   0.25 nats of the 3.24-nat unigram cross-entropy of the pydoc validation split: the model has learned
   little beyond character frequencies);
 - ``diverged``: runs the harness stopped as diverged (they enter no mean).
+
+``--curves FILE`` also draws the train-loss curves (every seed thin, mean thick) of Adam without
+warm-up, Adam with untuned linear warm-up and RAdam without warm-up, one panel per (norm, LR):
+the comparison the literature makes, including the stalled runs the report's best-run figure omits.
+It reads each run's ``metrics.jsonl`` from the ``dir`` column of runs.csv.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -68,10 +76,50 @@ def markdown(table: pd.DataFrame, stall: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+ARMS = [("adam", "none", "tab:red"), ("adam", "untuned_linear", "tab:blue"), ("radam", "none", "tab:green")]
+
+
+def curves(runs: pd.DataFrame, out: str, unigram: float = 3.24) -> None:
+    """Train loss against step per (task, LR) panel for the three arms of ARMS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks, lrs = sorted(runs["task"].unique()), sorted(runs["lr_base"].unique())
+    fig, axes = plt.subplots(len(tasks), len(lrs), figsize=(4.2 * len(lrs), 3.2 * len(tasks)), sharex=True, sharey=True, squeeze=False)
+    for (i, task), (j, lr) in ((a, b) for a in enumerate(tasks) for b in enumerate(lrs)):
+        ax = axes[i][j]
+        for opt, warm, color in ARMS:
+            cell = runs[(runs.task == task) & (runs.lr_base == lr) & (runs.optimizer == opt) & (runs.warmup == warm)]
+            series = []
+            for d in cell["dir"]:
+                rows = [json.loads(l) for l in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+                pts = [(r["step"], r["train_loss"]) for r in rows if r["kind"] == "train" and "train_loss" in r]
+                series.append(pd.Series(dict(pts)))
+                ax.plot(*zip(*pts), color=color, lw=0.6, alpha=0.35)
+            if series:
+                mean = pd.concat(series, axis=1).mean(axis=1)
+                ax.plot(mean.index, mean.values, color=color, lw=2, label=f"{opt}, warm-up {warm}")
+        ax.axhline(unigram, color="grey", ls=":", lw=1, label="unigram loss (3.24)")
+        ax.set_title(f"{task}, lr {lr:g}")
+        ax.set_ylim(2.2, 5.5)  # the interesting range; a rare spike above it is clipped
+        ax.grid(alpha=0.3)
+        if i == len(tasks) - 1:
+            ax.set_xlabel("optimizer step")
+        if j == 0:
+            ax.set_ylabel("train loss (nats/token)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Train loss per seed (thin) and mean over seeds (thick)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", help="runs.csv written by python -m bench.report")
     ap.add_argument("--out", default=None, help="write the markdown table here (default: print it)")
+    ap.add_argument("--curves", default=None, help="also draw the train-loss curves of the key arms into this PNG")
     ap.add_argument("--stall", type=float, default=3.0, help="final val loss (nats) above which a run counts as stalled")
     args = ap.parse_args(argv)
     runs = pd.read_csv(args.runs)
@@ -85,6 +133,8 @@ def main(argv=None) -> int:
             f.write(text)
     else:
         print(text, end="")
+    if args.curves:
+        curves(runs, args.curves)
     return 0
 
 

@@ -296,10 +296,18 @@ def test_warmup_summary_table(tmp_path):
         ("lm_postln", "adam", "none", 0.01, "diverged", float("nan"), float("nan")),
         ("lm_preln", "adam", "none", 0.01, "completed", 2.0, 2.1),
     ]
-    cols = ["task", "optimizer", "warmup", "lr_base", "status", "final_train_loss", "final_val_loss"]
+    cols = ["task", "optimizer", "warmup", "lr_base", "status", "final_train_loss", "final_val_loss", "dir"]
     import pandas as pd_
-    pd_.DataFrame(rows, columns=cols).to_csv(tmp_path / "runs.csv", index=False)
-    assert mod.main([str(tmp_path / "runs.csv"), "--out", str(tmp_path / "t.md")]) == 0
+
+    dirs = []
+    for i in range(len(rows)):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.jsonl").write_text('{"kind": "train", "step": 0, "train_loss": 4.6}\n{"kind": "train", "step": 5, "train_loss": 3.0}\n')
+        dirs.append(str(d))
+    pd_.DataFrame([(*r, d) for r, d in zip(rows, dirs)], columns=cols).to_csv(tmp_path / "runs.csv", index=False)
+    assert mod.main([str(tmp_path / "runs.csv"), "--out", str(tmp_path / "t.md"), "--curves", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 10_000
     lines = (tmp_path / "t.md").read_text().splitlines()
     assert lines[2] == "| lm_postln | adam | none | 0.01 | 2.800 [2.400, 3.200] | 2.900 [2.500, 3.300] | 1 | 1 | 3 |"
     assert lines[3] == "| lm_preln | adam | none | 0.01 | 2.000 | 2.100 | 0 | 0 | 1 |"
