@@ -100,9 +100,9 @@ def draw_panel(ax, run: dict) -> None:
     else:  # images (N, 1, H, W) in [0, 1]
         n = min(100, x.shape[0])
         side = math.isqrt(n)
-        imgs = x[: side * side, 0]
+        imgs = torch.nn.functional.pad(x[: side * side, 0], (0, 1, 0, 1), value=0.25)  # a grey line between digits
         h, w = imgs.shape[1:]
-        grid = imgs.view(side, side, h, w).permute(0, 2, 1, 3).reshape(side * h, side * w)
+        grid = imgs.reshape(side, side, h, w).permute(0, 2, 1, 3).reshape(side * h, side * w)
         ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
 
 
@@ -113,7 +113,7 @@ def figure(sweep: Path, out: Path, title: str | None = None) -> list[tuple]:
         raise SystemExit(f"error: no result.json under {sweep}")
     chosen = [("best", *ranked[0]), ("worst", *ranked[-1])] if len(ranked) > 1 else [("only", *ranked[0])]
     cols = max(len(rs) for _, _, rs in chosen)
-    fig, axes = plt.subplots(len(chosen), cols, figsize=(2.6 * cols, 3.0 * len(chosen)), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), cols, figsize=(3.2 * cols + 1.5, 3.4 * len(chosen) + 0.6), squeeze=False)
     for row, (which, setting, runs) in enumerate(chosen):
         for col in range(cols):
             ax = axes[row][col]
@@ -121,10 +121,9 @@ def figure(sweep: Path, out: Path, title: str | None = None) -> list[tuple]:
                 draw_panel(ax, runs[col])
             else:
                 ax.axis("off")
-        axes[row][0].set_ylabel(which, fontsize=10)
-        axes[row][0].annotate(label(setting, runs), (0, 1.18), xycoords="axes fraction", fontsize=8, va="bottom")
+        axes[row][0].set_ylabel(f"{which}:\n" + label(setting, runs).replace("; ", "\n").replace(" task.", "\ntask.").replace(" warmup=", "\nwarmup="), fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=9, wrap=True)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
