@@ -342,7 +342,10 @@ def alpha_table(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     out = []
     for key, g in summary.groupby(group, sort=True, dropna=False):
-        ok = g[g["eligible"] & g["mean"].notna()]
+        # eta* means something only where an LR grid was swept: with one LR per batch size the fit would
+        # return the scaling rule itself (alpha = 1 under batch=linear)
+        grid = g.groupby("batch_size")["lr_base"].nunique()
+        ok = g[g["eligible"] & g["mean"].notna() & g["batch_size"].isin(grid[grid > 1].index)]
         mode = g["mode"].iloc[0]
         picked = _pick(ok, mode)
         row = dict(zip(group, key))
@@ -400,13 +403,16 @@ def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[
     alphas = [
         [*(_fmt(r[k]) for k in agroup), _fmt(r["alpha"], 3), f"[{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}]", str(r["n_batch_sizes"])]
         for _, r in alpha.iterrows()
+        if r["n_batch_sizes"] >= 2
     ]
     m = sw.metric
-    return [
+    tables = [
         (f"Cells: final {m}, mean [95% bootstrap interval] over seeds", [*sw.keys, f"{m}", "runs", "diverged"], cells),
         (f"Best LR per group (mean final {m} of the best eligible cell)", [*group, "lr_base", "lr_peak", m, "edge"], bests),
-        ("LR/batch scaling: eta* ~ B^alpha (eta* = best peak LR)", [*agroup, "alpha", "95% interval", "batch sizes"], alphas),
     ]
+    if alphas:  # only sweeps with an LR grid at two or more batch sizes have an alpha
+        tables.append(("LR/batch scaling: eta* ~ B^alpha (eta* = best peak LR)", [*agroup, "alpha", "95% interval", "batch sizes"], alphas))
+    return tables
 
 
 def write_markdown(path: Path, tables) -> None:
