@@ -198,3 +198,19 @@ def test_collapsing_run_is_recorded_as_collapsed(tmp_path):
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["status"] == "collapsed"
     assert r["final"]["modes"] < 4 and r["steps"] == 1000  # ran to the end: collapse is not divergence
+
+
+@pytest.mark.parametrize("loss", ["non_saturating", "hinge"])
+def test_losses_and_stats_for_both_models(loss):
+    cfg, task = ring(f"task.loss={loss}")
+    batch = next(iter(task.train_batches(32, 0, 0, torch.Generator().manual_seed(0))))
+    assert batch.shape == (32, 2)
+    d, d_stats = task.loss("discriminator", task.discriminator, batch)
+    g, g_stats = task.loss("generator", task.generator, batch)
+    assert set(d_stats) == {"d_acc_real", "d_acc_fake"} and set(g_stats) == {"d_acc_fake"}
+    d.backward()
+    assert all(p.grad is None for p in task.generator.parameters())  # D's update sees fakes as constants
+    g.backward()
+    assert all(p.grad is not None for p in task.generator.parameters())
+    if loss == "non_saturating":
+        assert d.item() > 0 and g.item() > 0
