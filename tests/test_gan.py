@@ -93,6 +93,7 @@ def test_two_lrs_follow_their_own_schedules_in_a_real_run(tmp_path):
         (["task=gan_ring", "task.modes=0"], "task.modes=0"),
         (["task=gan_grid", "task.modes=24"], "task.modes=24"),
         (["task=gan_ring", "task.lr_mult.generator=0"], "task.lr_mult.generator=0"),
+        (["task=gan_ring", "task.loss=wgan"], "task.loss='wgan'"),
         (["task=dcgan_digits", "task.image_size=12"], "task.image_size=12"),
     ],
 )
