@@ -224,7 +224,8 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
         if "train_loss" in tr:
             t = tr[tr["train_loss"].notna()]
             ax1.plot(t["step"], t["train_loss"], color=color, lw=0.6, alpha=0.3)
-            smooth = t["train_loss"].rolling(SMOOTH, min_periods=1, center=True).mean()
+            window = max(1, min(SMOOTH, len(t) // 20))  # short runs are drawn as they are
+            smooth = t["train_loss"].rolling(window, min_periods=1, center=True).mean()
             ax1.plot(t["step"], smooth, color=color, lw=1.6, label=label)
         lr_cols = ["lr"] if "lr" in tr else sorted(c for c in tr.columns if c.startswith("lr/"))
         for c, ls in zip(lr_cols, ["-", "--", ":", "-."]):
@@ -233,7 +234,7 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     ax1.set_yscale("log")
     ax1.set_xlabel("optimizer step")
     ax1.set_ylabel("train loss (log scale)")
-    ax1.set_title(f"train loss, best run per warm-up at batch {int(big)} (thick: mean of {SMOOTH} logged steps)", fontsize=10)
+    ax1.set_title(f"train loss, best run per warm-up at batch {int(big)} (thick: moving average of up to {SMOOTH} logged steps)", fontsize=10)
     ax2.set_xlabel("optimizer step")
     ax2.set_ylabel("learning rate (applied at this step)")
     ax2.set_title("LR schedule of the same runs", fontsize=10)
