@@ -234,7 +234,7 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     ax1.set_yscale("log")
     ax1.set_xlabel("optimizer step")
     ax1.set_ylabel("train loss (log scale)")
-    ax1.set_title(f"train loss, best run per warm-up at batch {int(big)} (thick: moving average of up to {SMOOTH} logged steps)", fontsize=10)
+    ax1.set_title(f"train loss, best run per warm-up, batch {int(big)}\n(thick: moving average of up to {SMOOTH} logged steps)", fontsize=10)
     ax2.set_xlabel("optimizer step")
     ax2.set_ylabel("learning rate (applied at this step)")
     ax2.set_title("LR schedule of the same runs", fontsize=10)
