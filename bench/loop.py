@@ -102,10 +102,8 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
         epoch, idx = divmod(step, plan.steps_per_epoch)
         if epoch != epoch_of_iter:
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            batches, epoch_of_iter = iter(task.train_batches(cfg.batch.size, epoch, idx, gen)), epoch
-        batch = next(batches)
-        shard = task.split(batch, dist.world_size)[dist.rank] if dist.world_size > 1 else batch
-        micros = task.split(shard, plan.micro_batches)
+            batches, epoch_of_iter = iter(task.train_shards(cfg.batch.size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
+        micros = task.split(next(batches), plan.micro_batches)
         log_now = step % t.log_every == 0 or step == plan.total_steps - 1
 
         row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}

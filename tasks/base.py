@@ -86,6 +86,15 @@ class Task(ABC):
 
     # ------------------------------------------------------------ optional
 
+    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator[Batch]:
+        """This process's share of each global batch: part ``rank`` of ``split(batch, world_size)``.
+
+        The default reads every global batch and keeps one part; a task whose loader can read
+        only its share (an image folder decoded from disk) overrides this to save the work.
+        """
+        for batch in self.train_batches(batch_size, epoch, start, generator):
+            yield batch if world_size == 1 else self.split(batch, world_size)[rank]
+
     def split(self, batch: Batch, parts: int) -> list[Batch]:
         """Cut a batch into ``parts`` equal pieces along the example axis."""
         return _split(batch, parts)

@@ -184,6 +184,9 @@ class CifarTask(_ImageClassifier):
     def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
         return self.train_data.batches(batch_size, start, generator)
 
+    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator:
+        return self.train_data.batches(batch_size, start, generator, rank, world_size)  # load only this process's share
+
     def _eval_batches(self):
         bs = self.cfg.eval_batch_size
         for i in range(0, self.n_val, bs):
@@ -238,6 +241,9 @@ class ImageFolderTask(_ImageClassifier):
 
     def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
         return self.train_data.batches(batch_size, start, generator)
+
+    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator:
+        return self.train_data.batches(batch_size, start, generator, rank, world_size)  # load only this process's share
 
     def _eval_batches(self):
         for x, y in self.val_loader:

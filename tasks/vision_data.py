@@ -170,10 +170,16 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return x.float().div_(255).sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
 
 
-def batch_slices(n: int, batch_size: int, start: int) -> Iterator[slice]:
-    """Slices of the epoch's full batches from batch ``start`` (a tail smaller than a batch is dropped)."""
+def batch_slices(n: int, batch_size: int, start: int, rank: int = 0, world_size: int = 1) -> Iterator[slice]:
+    """Slices of the epoch's full batches from batch ``start`` (a tail smaller than a batch is dropped).
+
+    With ``world_size`` > 1 each slice is process ``rank``'s contiguous share of the global batch,
+    the same part that ``Task.split(batch, world_size)[rank]`` would keep.
+    """
+    per = batch_size // world_size
     for i in range(start, n // batch_size):
-        yield slice(i * batch_size, (i + 1) * batch_size)
+        lo = i * batch_size + rank * per
+        yield slice(lo, lo + per)
 
 
 class DeviceCifar:
@@ -185,10 +191,10 @@ class DeviceCifar:
         self.labels = labels.to(device)
         self.device = device
 
-    def batches(self, batch_size: int, start: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """uint8 images (B, C, 32, 32) and int64 labels on the device."""
+    def batches(self, batch_size: int, start: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 images (B, C, 32, 32) and int64 labels on the device (this process's share under DDP)."""
         aug = draw_epoch(self.n, self.padding, self.flip, generator).to(self.device)
-        for sl in batch_slices(self.n, batch_size, start):
+        for sl in batch_slices(self.n, batch_size, start, rank, world_size):
             idx = aug.perm[sl]
             yield crop_flip(self.padded[idx], aug.top[sl], aug.left[sl], aug.flip[sl], self.size), self.labels[idx]
 
@@ -245,10 +251,10 @@ class LoaderCifar:
         self.sampler = _EpochSampler()
         self.loader = _loader(_CifarItems(data, list(targets), padding), self.sampler, workers, device)
 
-    def batches(self, batch_size: int, start: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, start: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         aug = draw_epoch(self.n, self.padding, self.flip, generator)
         cols = list(zip(aug.perm.tolist(), aug.top.tolist(), aug.left.tolist(), aug.flip.tolist()))
-        self.sampler.batches = [cols[sl] for sl in batch_slices(self.n, batch_size, start)]
+        self.sampler.batches = [cols[sl] for sl in batch_slices(self.n, batch_size, start, rank, world_size)]
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -331,12 +337,13 @@ class FolderLoader:
         self.sampler = _EpochSampler()
         self.loader = _loader(_SeededImages(folder, transform), self.sampler, workers, device)
 
-    def batches(self, batch_size: int, start: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int, start: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Decodes only this process's share of each global batch under DDP."""
         n = len(self.indices)
         perm = torch.randperm(n, generator=generator)
         seeds = torch.randint(0, 2**62, (n,), generator=generator)
         cols = list(zip(self.indices[perm].tolist(), seeds.tolist()))
-        self.sampler.batches = [cols[sl] for sl in batch_slices(n, batch_size, start)]
+        self.sampler.batches = [cols[sl] for sl in batch_slices(n, batch_size, start, rank, world_size)]
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 

@@ -198,3 +198,24 @@ def test_imagefolder_task_metrics_and_errors(root, tmp_path):
     (tmp_path / "val" / "class1").rename(tmp_path / "val" / "other")
     with pytest.raises(ConfigError, match=r"same class folders"):
         ImageFolderTask(_task_cfg("imagenet_resnet50", data_root=str(tmp_path), **over), 0, CPU)
+
+
+def test_ddp_shards_are_the_split_of_the_global_batch(root):
+    """Each process reads only its share, and the shares are exactly Task.split of the global batch."""
+    from tasks.base import _split
+
+    data, targets = _cifar(root)
+    folder = vd.load_imagefolder(root / "imagenet", "train")
+    loaders = {
+        "device": vd.DeviceCifar(vd.to_chw_tensor(data), torch.tensor(targets), 4, True, CPU),
+        "dataloader": vd.LoaderCifar(data, targets, 4, True, 0, CPU),
+        "folder": vd.FolderLoader(folder, range(12), vd.train_transform(24, 0.08, True), 0, CPU),
+    }
+    for name, loader in loaders.items():
+        full = list(loader.batches(8 if name != "folder" else 4, 0, torch.Generator().manual_seed(2)))
+        shards = [list(loader.batches(8 if name != "folder" else 4, 0, torch.Generator().manual_seed(2), r, 2)) for r in (0, 1)]
+        assert len(shards[0]) == len(shards[1]) == len(full)
+        for k, batch in enumerate(full):
+            parts = _split(batch, 2)
+            for r in (0, 1):
+                assert torch.equal(shards[r][k][0], parts[r][0]) and torch.equal(shards[r][k][1], parts[r][1]), (name, k, r)
