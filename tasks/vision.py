@@ -115,6 +115,15 @@ class _ImageClassifier(Task):
         x, y = batch
         return F.cross_entropy(model(self.inputs(x)), y, label_smoothing=float(self.cfg.label_smoothing))
 
+    def train_size(self) -> int:
+        return self.n_train  # set by the subclass with self.train_data (a loader with .batches)
+
+    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
+        return self.train_data.batches(batch_size, start, generator)
+
+    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator:
+        return self.train_data.batches(batch_size, start, generator, rank, world_size)  # load only this process's share
+
     def _eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
@@ -178,15 +187,6 @@ class CifarTask(_ImageClassifier):
         self.x_val = vd.to_chw_tensor(vdata).to(device)
         self.y_val = torch.as_tensor(vtargets, dtype=torch.int64, device=device)
 
-    def train_size(self) -> int:
-        return self.n_train
-
-    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
-        return self.train_data.batches(batch_size, start, generator)
-
-    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator:
-        return self.train_data.batches(batch_size, start, generator, rank, world_size)  # load only this process's share
-
     def _eval_batches(self):
         bs = self.cfg.eval_batch_size
         for i in range(0, self.n_val, bs):
@@ -235,15 +235,6 @@ class ImageFolderTask(_ImageClassifier):
         tf = vd.train_transform(cfg.image_size, float(cfg.min_scale), cfg.flip)
         self.train_data = vd.FolderLoader(train, train_idx, tf, cfg.workers, device)
         self.val_loader = vd.eval_loader(val, val_idx, vd.val_transform(cfg.image_size, cfg.val_resize), cfg.eval_batch_size, cfg.workers, device)
-
-    def train_size(self) -> int:
-        return self.n_train
-
-    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
-        return self.train_data.batches(batch_size, start, generator)
-
-    def train_shards(self, batch_size: int, epoch: int, start: int, generator: torch.Generator, rank: int, world_size: int) -> Iterator:
-        return self.train_data.batches(batch_size, start, generator, rank, world_size)  # load only this process's share
 
     def _eval_batches(self):
         for x, y in self.val_loader:
