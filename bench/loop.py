@@ -18,10 +18,12 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Mapping
 
 import hydra
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -69,7 +71,10 @@ def _better(mode: str, new: float, old: float | None) -> bool:
 def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptFlag") -> Outcome:
     """Run the plan. Divergence and preemption end the loop early and are reported in the Outcome."""
     device = task.device
-    t = cfg.train
+    # plain Python values: an OmegaConf attribute read costs microseconds, and the loop reads these every step
+    t = SimpleNamespace(**OmegaConf.to_container(cfg.train, resolve=True))
+    seed, batch_size = cfg.seed, cfg.batch.size
+    last = plan.total_steps - 1
     precision = cfg.hardware.precision
     models = task.models
     wrapped = {n: dist.wrap(m) for n, m in models.items()}
@@ -101,10 +106,10 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
     for step in range(start, plan.total_steps):
         epoch, idx = divmod(step, plan.steps_per_epoch)
         if epoch != epoch_of_iter:
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            batches, epoch_of_iter = iter(task.train_shards(cfg.batch.size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
+            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            batches, epoch_of_iter = iter(task.train_shards(batch_size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
         micros = task.split(next(batches), plan.micro_batches)
-        log_now = step % t.log_every == 0 or step == plan.total_steps - 1
+        log_now = step % t.log_every == 0 or step == last
 
         row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}
         total_loss = None
@@ -112,9 +117,10 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
         for name, model in wrapped.items():
             opt = opts[name]
             lr = opt.param_groups[0]["lr"]
-            if multi:  # a model's loss may run through the others (G's loss through D): start from clean grads
-                for o in opts.values():
-                    o.zero_grad(set_to_none=True)
+            # zero before the forward rather than after the update: measurably faster on the CPU (allocator reuse);
+            # with several models every one is zeroed, since a loss may run through the others (G's through D)
+            for o in opts.values() if multi else (opt,):
+                o.zero_grad(set_to_none=True)
             loss_sum, stats_sum = None, {}
             n = len(micros)
             for i, mb in enumerate(micros):
@@ -130,7 +136,6 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
             if t.clip_grad is not None or log_now:
                 gn = torch.nn.utils.clip_grad_norm_(models[name].parameters(), t.clip_grad if t.clip_grad is not None else math.inf)
             opt.step()
-            opt.zero_grad(set_to_none=True)
             scheds[name].step()
             total_loss = loss_mean if total_loss is None else total_loss + loss_mean
             if log_now:
@@ -144,7 +149,7 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                     row[f"{k}/{name}"] = v / n
         pending.append((step, total_loss))
 
-        if log_now or (step + 1) % t.check_every == 0 or step == plan.total_steps - 1:
+        if log_now or (step + 1) % t.check_every == 0 or step == last:
             bad, initial_loss = _check(pending, initial_loss, t.diverge_factor if task.loss_ratio_divergence else None, dist)
             pending.clear()
             if bad is not None:
@@ -162,7 +167,7 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                 logger.log(row)
             progress.update(step, row)
 
-        if (step + 1) % t.eval_every == 0 or step == plan.total_steps - 1:
+        if (step + 1) % t.eval_every == 0 or step == last:
             metrics = _evaluate(task, device, precision, dist)
             if dist.is_main:
                 logger.log({"kind": "eval", "step": step, "epoch": (step + 1) / plan.steps_per_epoch, **metrics})
