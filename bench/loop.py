@@ -148,8 +148,11 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                 for k, v in stats_sum.items():
                     row[f"{k}/{name}"] = v / n
         pending.append((step, total_loss))
+        due = t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < plan.total_steps
+        stop = dist.any(preempt.is_set())  # all processes stop at the same step, even if one rank got the signal
 
-        if log_now or (step + 1) % t.check_every == 0 or step == last:
+        # a checkpoint must not carry unchecked losses: a resumed run would never look at them
+        if log_now or due or stop or (step + 1) % t.check_every == 0 or step == last:
             bad, initial_loss = _check(pending, initial_loss, t.diverge_factor if task.loss_ratio_divergence else None, dist)
             pending.clear()
             if bad is not None:
@@ -177,8 +180,6 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                     out.best[k], out.best_step[k] = v, step
 
         out.steps = step + 1
-        due = t.checkpoint_every and (step + 1) % t.checkpoint_every == 0 and step + 1 < plan.total_steps
-        stop = dist.any(preempt.is_set())  # all processes stop at the same step, even if one rank got the signal
         if due or stop:
             extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final}
             if dist.is_main:
