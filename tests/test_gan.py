@@ -179,16 +179,28 @@ def test_grid_run_improves(tmp_path):
 
 
 def test_digits_run_improves(tmp_path, cache_dir):
+    """A short DCGAN run ends far better than its own untrained generator.
+
+    GAN trajectories are chaotic (the FD at a given step moved 115 -> 136 on one CPU and 187 -> 43 on
+    another), so the test compares the best evaluation of the run with the untrained generator of the
+    same seed. Seen over seeds 0-2 at LR 1e-3 and 4e-3 on two CPUs: untrained FD 1030-1100, best FD
+    43-98 (ratio <= 0.1), best class entropy >= 2.19, so the bounds below leave a wide margin.
+    """
     p = run_bench(
-        "task=dcgan_digits", *ADAM, "optimizer.lr=0.004", f"task.classifier.cache_dir={cache_dir}", "train.steps=300",
-        "train.eval_every=100", "train.log_every=50", ONE_THREAD, f"hydra.run.dir={tmp_path}",
+        "task=dcgan_digits", *ADAM, "optimizer.lr=0.002", f"task.classifier.cache_dir={cache_dir}", "train.steps=300",
+        "train.eval_every=50", "train.log_every=50", ONE_THREAD, f"hydra.run.dir={tmp_path}",
     )
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "result.json").read_text())
-    ev = _evals(tmp_path)
     assert r["status"] == "completed"
-    assert ev[-1]["fd"] < 0.7 * ev[0]["fd"]  # seen: 187 at step 99, 43 at step 299
-    assert r["final"]["class_entropy"] > 1.8  # most of the 10 classes (ln 10 = 2.30)
+    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}")
+    torch.manual_seed(r["seed"])  # as the harness seeds before it builds the task
+    untrained = DigitsGanTask(cfg.task, r["seed"], torch.device("cpu"))
+    with torch.no_grad():
+        fd0 = untrained.evaluate()["fd"]
+    assert fd0 > 500  # the untrained generator's noise is far from the digits
+    assert r["best"]["fd"] < 0.3 * fd0
+    assert r["best"]["class_entropy"] > 1.8  # most of the 10 classes at some evaluation (ln 10 = 2.30)
     assert r["task_info"]["classifier_val_acc"] > 0.9
     assert torch.load(tmp_path / "samples.pt").shape == (100, 1, 8, 8)
 
