@@ -46,6 +46,24 @@ class Task(ABC):
     #: do not start at their maximum, so a ratio to the first loss means nothing).
     loss_ratio_divergence: bool = True
 
+    #: Task-specific end states of a run that trained to its last step, each with whether it
+    #: counts as a success (e.g. ``{"collapsed": False}`` for a GAN). :meth:`final_status`
+    #: may return only these names. The harness adds them to its own statuses (``completed``
+    #: is a success; ``diverged``, ``failed``, ``preempted``, ``running``) and stores the
+    #: declaration in every result.json under ``outcomes``, so records, reports and the
+    #: skip-completed check need no list of task statuses.
+    outcomes: Mapping[str, bool] = {}
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Refuse bad values of this task's own keys (``cfg`` is the ``task`` node).
+
+        Runs before any job starts (the multirun pre-flight calls it for every grid point),
+        so it must not load data, build models or touch the disk beyond cheap ``stat`` calls.
+        Raise :class:`bench.errors.ConfigError` (see :func:`bench.errors.bad`) naming the key,
+        the value and what is allowed. The constructor may assume the keys passed this check.
+        """
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         self.cfg = cfg
         self.seed = seed
@@ -112,7 +130,7 @@ class Task(ABC):
         return {}
 
     def final_status(self, final_metrics: Mapping[str, float]) -> str | None:
-        """A status that overrides ``completed`` at the end of a run (e.g. ``collapsed``), or None."""
+        """One of :attr:`outcomes` to record instead of ``completed`` at the end of a run, or None."""
         return None
 
     def extra_record(self) -> dict:
