@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.records import config_hash
 
 FILE = "checkpoint.pt"
 
@@ -78,11 +77,9 @@ def _rng_state() -> dict:
     return state
 
 
-def save(out_dir, cfg, next_step: int, models, opts, scheds, metrics_offset: int, extra: dict) -> None:
-    from omegaconf import OmegaConf
-
+def save(out_dir, config_hash: str, next_step: int, models, opts, scheds, metrics_offset: int, extra: dict) -> None:
     state = {
-        "config_hash": config_hash(OmegaConf.to_container(cfg, resolve=True)),
+        "config_hash": config_hash,
         "step": next_step,
         "models": {n: m.state_dict() for n, m in models.items()},
         "optimizers": {n: o.state_dict() for n, o in opts.items()},
@@ -97,15 +94,13 @@ def save(out_dir, cfg, next_step: int, models, opts, scheds, metrics_offset: int
     os.replace(tmp, path)
 
 
-def load(out_dir, cfg) -> dict | None:
-    """The checkpoint in ``out_dir`` if it belongs to this exact config, else None."""
-    from omegaconf import OmegaConf
-
+def load(out_dir, config_hash: str) -> dict | None:
+    """The checkpoint in ``out_dir`` if it belongs to the config with this hash, else None."""
     path = Path(out_dir) / FILE
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("config_hash") != config_hash(OmegaConf.to_container(cfg, resolve=True)):
+    if state.get("config_hash") != config_hash:
         return None
     return state
 

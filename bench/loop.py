@@ -7,8 +7,9 @@ Per optimizer step s (0-based, see :mod:`bench.schedules`):
    (each micro-batch loss weighted 1/n, so the update equals one big-batch update),
    optionally clip, step its optimizer at the LR its scheduler set for step s, advance
    the scheduler;
-3. every ``check_every`` steps look at the losses for divergence; every ``log_every``
-   steps write a row; every ``eval_every`` steps (and at the end) evaluate;
+3. every ``check_every`` steps look at the losses for divergence; run the due probes
+   (:mod:`bench.probes`); every ``log_every`` steps write a row; every ``eval_every`` steps
+   (and at the end) evaluate;
 4. checkpoint every ``checkpoint_every`` steps and when a preemption signal arrived.
 """
 
@@ -18,18 +19,17 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import hydra
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from bench import checkpoint as ckpt
 from bench.distributed import Dist
 from bench.plan import Plan
+from bench.probes import Probe, ProbeContext
 from bench.progress import JobProgress
 
 
@@ -68,28 +68,27 @@ def _better(mode: str, new: float, old: float | None) -> bool:
     return new > old if mode == "max" else new < old
 
 
-def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptFlag") -> Outcome:
+def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptFlag", probes: Sequence[Probe] = ()) -> Outcome:
     """Run the plan. Divergence and preemption end the loop early and are reported in the Outcome."""
     device = task.device
-    # plain Python values: an OmegaConf attribute read costs microseconds, and the loop reads these every step
-    t = SimpleNamespace(**OmegaConf.to_container(cfg.train, resolve=True))
-    seed, batch_size = cfg.seed, cfg.batch.size
+    t = plan.train
+    seed, batch_size = plan.seed, plan.batch_size
     last = plan.total_steps - 1
-    precision = cfg.hardware.precision
     models = task.models
     wrapped = {n: dist.wrap(m) for n, m in models.items()}
-    if cfg.hardware.compile:
+    if plan.compile:
         wrapped = {n: torch.compile(m) for n, m in wrapped.items()}
     opts = build_optimizers(plan, models)
     scheds = {n: LambdaLR(opts[n], plan.schedules[n]) for n in models}
     multi = len(models) > 1
-    bf16 = precision == "bf16"
+    bf16 = plan.precision == "bf16"
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     metric_modes = dict(task.metrics)
+    measure_batch = _MeasureBatch(task, seed)
 
     out = Outcome()
     start, initial_loss = 0, None
-    state = ckpt.load(out_dir, cfg)
+    state = ckpt.load(out_dir, plan.config_hash)
     if state is not None:
         start = ckpt.restore(state, models, opts, scheds)
         initial_loss = state["initial_loss"]
@@ -110,13 +109,15 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
             batches, epoch_of_iter = iter(task.train_shards(batch_size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
         micros = task.split(next(batches), plan.micro_batches)
         log_now = step % t.log_every == 0 or step == last
+        due_probes = [p for p in probes if p.due(step, last)] if probes else ()
 
         row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}
         total_loss = None
-        grad_sq = None
+        lrs = {}
         for name, model in wrapped.items():
             opt = opts[name]
             lr = opt.param_groups[0]["lr"]
+            lrs[name] = lr
             # zero before the forward rather than after the update: measurably faster on the CPU (allocator reuse);
             # with several models every one is zeroed, since a loss may run through the others (G's through D)
             for o in opts.values() if multi else (opt,):
@@ -133,18 +134,20 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                 for k, v in stats.items():
                     stats_sum[k] = v.detach() if k not in stats_sum else stats_sum[k] + v.detach()
             loss_mean = loss_sum if n == 1 else loss_sum / n
-            if t.clip_grad is not None or log_now:
-                gn = torch.nn.utils.clip_grad_norm_(models[name].parameters(), t.clip_grad if t.clip_grad is not None else math.inf)
+            for p in due_probes:
+                p.before_update(step, name, models[name], opt)
+            if t.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(models[name].parameters(), t.clip_grad)
             opt.step()
             scheds[name].step()
+            for p in due_probes:
+                p.after_update(step, name, models[name], opt)
             total_loss = loss_mean if total_loss is None else total_loss + loss_mean
             if log_now:
-                grad_sq = gn.float() ** 2 if grad_sq is None else grad_sq + gn.float() ** 2
                 suffix = f"/{name}" if multi else ""
                 row[f"lr{suffix}"] = lr
                 if multi:
                     row[f"train_loss{suffix}"] = loss_mean
-                    row[f"grad_norm{suffix}"] = gn
                 for k, v in stats_sum.items():
                     row[f"{k}/{name}"] = v / n
         pending.append((step, total_loss))
@@ -161,17 +164,20 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
                 if dist.is_main:
                     logger.log({"kind": "train", "step": bad[0], "epoch": bad[0] / plan.steps_per_epoch, "diverged": bad[1]})
                 break
+        probed = _measure(due_probes, step, task, models, opts, lrs, measure_batch) if due_probes else {}
         if log_now:
             row["train_loss"] = dist.all_mean(total_loss)  # the global batch's loss, not this shard's
-            row["grad_norm"] = grad_sq.sqrt()
+            row.update(probed)
             row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in row.items()}
             out.final_train_loss = row["train_loss"]
             if dist.is_main:
                 logger.log(row)
             progress.update(step, row)
+        elif probed and dist.is_main:
+            logger.log({"kind": "probe", "step": step, "epoch": step / plan.steps_per_epoch, **probed})
 
         if (step + 1) % t.eval_every == 0 or step == last:
-            metrics = _evaluate(task, device, precision, dist)
+            metrics = _evaluate(task, device, plan.precision, dist)
             if dist.is_main:
                 logger.log({"kind": "eval", "step": step, "epoch": (step + 1) / plan.steps_per_epoch, **metrics})
             out.final = metrics
@@ -183,13 +189,39 @@ def train(cfg, task, plan: Plan, logger, dist: Dist, out_dir, preempt: "ckpt.Pre
         if due or stop:
             extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final}
             if dist.is_main:
-                ckpt.save(out_dir, cfg, step + 1, models, opts, scheds, logger.offset(), extra)
+                ckpt.save(out_dir, plan.config_hash, step + 1, models, opts, scheds, logger.offset(), extra)
             dist.barrier()
             if stop:
                 out.status, out.preempted = "preempted", True
                 break
     out.train_time_s = time.perf_counter() - t0
     progress.close()
+    return out
+
+
+class _MeasureBatch:
+    """A fixed training batch for probes: drawn once per size from epoch 0's order under its own seed."""
+
+    def __init__(self, task, seed: int):
+        self.task, self.seed, self.cache = task, seed, {}
+
+    def __call__(self, size: int):
+        if size not in self.cache:
+            with torch.random.fork_rng(devices=[]):
+                gen = torch.Generator().manual_seed(self.seed * 100_003 + 7_919)  # not any epoch's data-order seed
+                self.cache[size] = next(iter(self.task.train_batches(size, 0, 0, gen)))
+        return self.cache[size]
+
+
+def _measure(probes, step, task, models, opts, lrs, measure_batch) -> dict:
+    """Every due probe's scalars; random draws inside do not move the training RNG."""
+    ctx = ProbeContext(step=step, task=task, models=models, optimizers=opts, lrs=lrs, measure_batch=measure_batch)
+    out: dict = {}
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        for p in probes:
+            for k, v in p.measure(ctx).items():
+                out[k] = v.item() if isinstance(v, torch.Tensor) else float(v)
     return out
 
 

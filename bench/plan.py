@@ -1,134 +1,165 @@
 """Start-up validation and the resolved run plan.
 
-Every config value is checked here once, before any training or record writing;
-an error names the key, the value and what is allowed (``bench.errors.ConfigError``).
+:func:`validate` is the one place where a job's config is checked, before any task is built or
+record written; the multirun pre-flight (:mod:`bench.cluster`) calls it for every grid point. It
+runs, in order: the typed schema of the core keys (:data:`SCHEMA`), the rules that tie keys
+together (:func:`cross_checks`), the optimizer's own argument checks, the warm-up's, decay's
+and probes' parameter rules (next to each plug-in), and the task's ``check_config``. Every
+error names the key, the value and what is allowed (:class:`bench.errors.ConfigError`).
 Nothing downstream re-checks or clamps.
+
+:func:`make_plan` then resolves what needs the task's size: the budget in steps, each model's
+warm-up length and schedule, its optimizer config and peak LR.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError, bad
+from bench.rules import Rule, boolean, fraction, int_at_least, is_int, is_number, number_above, one_of
 from bench.scaling import RULES, lr_scale
-from bench.schedules import DECAYS, WARMUPS, Schedule, untuned_length
+from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, check_range, length_from_beta2, no_warmup
+
+#: The typed schema of the core keys: key -> rule. Plug-in and task keys are checked by their owners.
+SCHEMA: dict[str, Rule] = {
+    "seed": Rule(lambda v: is_int(v) and 0 <= v < 2**63, "an integer in [0, 2^63)"),
+    "optimizer.lr": number_above(0),
+    "batch.size": int_at_least(1),
+    "batch.base_size": int_at_least(1),
+    "batch.scaling": one_of(*RULES),
+    "batch.micro_size": int_at_least(1).or_none(),
+    "train.steps": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1 (a positive training budget)", none_ok=True),
+    "train.epochs": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1 (a positive training budget)", none_ok=True),
+    "train.default_epochs": Rule(lambda v: is_int(v) and v >= 1, "an integer >= 1 (a positive training budget)", none_ok=True),
+    "train.eval_every": int_at_least(1),
+    "train.log_every": int_at_least(1),
+    "train.check_every": int_at_least(1),
+    "train.checkpoint_every": Rule(lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = only on preemption)"),
+    "train.diverge_factor": Rule(lambda v: is_number(v) and v > 1, "a number > 1", none_ok=True),
+    "train.clip_grad": number_above(0).or_none(),
+    "train.force": boolean(),
+    "warmup.steps": int_at_least(1).or_none(),
+    "warmup.epochs": number_above(0).or_none(),
+    "warmup.fraction": fraction().or_none(),
+    "warmup.default_fraction": fraction().or_none(),
+    "warmup.beta2_multiple": number_above(0).or_none(),
+    "hardware.device": one_of("cpu", "cuda"),
+    "hardware.precision": one_of("fp32", "bf16"),
+    "hardware.threads": int_at_least(1).or_none(),
+    "hardware.deterministic": boolean(),
+    "hardware.compile": boolean(),
+    "hardware.channels_last": boolean(),
+}
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _positive_int(key: str, v: Any, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if not _is_int(v) or v < 1:
-        raise bad(key, v, "an integer >= 1" + (" or null" if allow_none else ""))
-
-
-def _unit_interval(key: str, v: Any, low_open: bool = True) -> None:
-    ok = _is_number(v) and (0 < v <= 1 if low_open else 0 <= v <= 1)
-    if not ok:
-        raise bad(key, v, "a number in (0, 1]" if low_open else "a number in [0, 1]")
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Checks that need no task: LR, batch, budget keys, warm-up and schedule parameters."""
-    lr = cfg.optimizer.lr
-    if not _is_number(lr) or lr <= 0:
-        raise bad("optimizer.lr", lr, "a number > 0")
-    b = cfg.batch
-    _positive_int("batch.size", b.size)
-    _positive_int("batch.base_size", b.base_size)
-    if b.scaling not in RULES:
-        raise bad("batch.scaling", b.scaling, f"one of {', '.join(RULES)}")
-    _positive_int("batch.micro_size", b.micro_size, allow_none=True)
+    """Every check that needs no task data; raises ConfigError on the first bad value."""
+    for key, rule in SCHEMA.items():
+        rule.check(key, _get(cfg, key))
+    cross_checks(cfg)
+    check_optimizer(cfg.optimizer)
+    warmup_fn(cfg)
+    decay_fn(cfg)
+    from bench.probes import build_probes  # lazy: torch-level code the plan does not need
+
+    build_probes(cfg.get("diagnostics"))
+    import hydra
+
+    try:
+        task_cls = hydra.utils.get_class(cfg.task._target_)
+    except Exception as e:
+        raise ConfigError(f"task._target_={cfg.task.get('_target_')!r} cannot be loaded: {e}".splitlines()[0]) from None
+    if hasattr(task_cls, "check_config"):
+        task_cls.check_config(cfg.task)
+
+
+def cross_checks(cfg: DictConfig) -> None:
+    """Rules that involve more than one key."""
+    b, t, w = cfg.batch, cfg.train, cfg.warmup
     if b.micro_size is not None and b.size % b.micro_size:
         raise bad("batch.micro_size", b.micro_size, f"a divisor of batch.size={b.size}")
-    if not _is_int(cfg.seed):
-        raise bad("seed", cfg.seed, "an integer")
-
-    t = cfg.train
     if t.steps is not None and t.epochs is not None:
         raise ConfigError(f"train.steps={t.steps} and train.epochs={t.epochs} are both set: set at most one (the other null)")
-    for key in ("steps", "epochs", "default_epochs"):
-        v = t[key]
-        if v is not None and (not _is_int(v) or v < 1):
-            raise bad(f"train.{key}", v, "an integer >= 1 (a positive training budget)")
     if t.steps is None and t.epochs is None and t.default_epochs is None:
         raise ConfigError("no training budget: set train.steps or train.epochs to an integer >= 1")
-    for key in ("eval_every", "log_every", "check_every"):
-        _positive_int(f"train.{key}", t[key])
-    if not (_is_int(t.checkpoint_every) and t.checkpoint_every >= 0):
-        raise bad("train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = only on preemption)")
-    if t.diverge_factor is not None and (not _is_number(t.diverge_factor) or t.diverge_factor <= 1):
-        raise bad("train.diverge_factor", t.diverge_factor, "a number > 1, or null")
-    if t.clip_grad is not None and (not _is_number(t.clip_grad) or t.clip_grad <= 0):
-        raise bad("train.clip_grad", t.clip_grad, "a number > 0, or null")
-
-    w = cfg.warmup
-    if w.name not in WARMUPS:
-        raise bad("warmup.name", w.name, f"one of {', '.join(WARMUPS)}")
     given = [k for k in ("steps", "epochs", "fraction") if w.get(k) is not None]
     if len(given) > 1:
         set_ = ", ".join(f"warmup.{k}={w[k]}" for k in given)
         raise ConfigError(f"{set_}: set at most one of warmup.steps / warmup.epochs / warmup.fraction (the others null)")
-    if w.name.startswith("untuned") and given:
-        k = given[0]
-        raise bad(f"warmup.{k}", w[k], f"null: warmup={w.name} derives its length from the optimizer's beta2")
-    if w.get("steps") is not None:
-        _positive_int("warmup.steps", w.steps)
-    if w.get("epochs") is not None and (not _is_number(w.epochs) or w.epochs <= 0):
-        raise bad("warmup.epochs", w.epochs, "a number > 0")
-    if w.get("fraction") is not None:
-        _unit_interval("warmup.fraction", w.fraction)
-    if w.name == "constant":
-        _unit_interval("warmup.factor", w.factor)
-    if w.name == "linear":
-        _unit_interval("warmup.start_factor", w.start_factor)
-    if w.name.startswith("untuned"):
-        beta2(cfg.optimizer, w.name)
-
-    s = cfg.schedule
-    if s.name not in DECAYS:
-        raise bad("schedule.name", s.name, f"one of {', '.join(DECAYS)}")
-    if s.name in ("cosine", "linear"):
-        _unit_interval("schedule.floor", s.floor, low_open=False)
-    if s.name == "step":
-        _unit_interval("schedule.gamma", s.gamma)
-        ms = list(s.milestones)
-        if not all(_is_number(m) and 0 < m < 1 for m in ms) or ms != sorted(ms):
-            raise bad("schedule.milestones", ms, "increasing fractions of the budget in (0, 1)")
-    if s.name == "inverse_sqrt" and s.timescale is not None:
-        _positive_int("schedule.timescale", s.timescale)
-
-    hw = cfg.hardware
-    if hw.precision not in ("fp32", "bf16"):
-        raise bad("hardware.precision", hw.precision, "fp32 or bf16")
-    _positive_int("hardware.threads", hw.threads, allow_none=True)
+    if w.get("beta2_multiple") is not None:
+        if given:
+            k = given[0]
+            raise bad(f"warmup.{k}", w[k], f"null: warmup={warmup_name(cfg)} derives its length from the optimizer's beta2")
+        beta2(cfg.optimizer, warmup_name(cfg))
 
 
-def beta2(opt_cfg: Mapping, warmup_name: str) -> float:
-    """The optimizer's beta2, required by the untuned warm-ups."""
+def check_optimizer(opt_cfg: DictConfig) -> None:
+    """Build the optimizer once on a dummy parameter, so its own argument checks run at start-up."""
+    import hydra
+    import torch
+
+    spec = OmegaConf.to_container(opt_cfg, resolve=True)
+    target = spec.get("_target_", "?")
+    if "betas" in spec and spec["betas"] is not None:
+        spec["betas"] = tuple(spec["betas"])
+    try:
+        factory = hydra.utils.instantiate(spec)
+        factory([torch.zeros(1, requires_grad=True)])
+    except Exception as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"optimizer ({target}) refused its arguments: {type(cause).__name__}: {cause}".splitlines()[0]) from None
+
+
+def warmup_name(cfg: DictConfig) -> str:
+    return cfg.warmup.get("name") or str(cfg.warmup.get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def decay_name(cfg: DictConfig) -> str:
+    return cfg.decay.get("name") or str(cfg.decay.get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+def warmup_fn(cfg: DictConfig) -> functools.partial:
+    return build(OmegaConf.to_container(cfg.warmup, resolve=True), "warmup", WARMUP_HARNESS_KEYS)
+
+
+def decay_fn(cfg: DictConfig) -> functools.partial:
+    return build(OmegaConf.to_container(cfg.decay, resolve=True), "decay", DECAY_HARNESS_KEYS)
+
+
+def beta2(opt_cfg: Mapping, warmup: str) -> float:
+    """The optimizer's beta2, required by warm-ups whose length derives from it."""
     betas = opt_cfg.get("betas")
     target = opt_cfg.get("_target_", "?")
     if betas is None or len(betas) != 2:
         raise ConfigError(
-            f"warmup={warmup_name} needs an optimizer with betas (beta2), but optimizer {target} has none: "
+            f"warmup={warmup} needs an optimizer with betas (beta2), but optimizer {target} has none: "
             "use adam, adamw, radam or lamb, or another warm-up"
         )
     b2 = betas[1]
-    if not _is_number(b2) or not 0 < b2 < 1:
+    if not is_number(b2) or not 0 < b2 < 1:
         raise bad("optimizer.betas[1]", b2, "a number in (0, 1)")
     return float(b2)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The loop's per-step settings as plain values (an OmegaConf read costs microseconds per step)."""
+
+    eval_every: int
+    log_every: int
+    check_every: int
+    checkpoint_every: int
+    diverge_factor: float | None
+    clip_grad: float | None
 
 
 @dataclass(frozen=True)
@@ -141,6 +172,12 @@ class Plan:
     world_size: int
     lr_base: float
     lr_scale: float
+    seed: int = 0
+    batch_size: int = 1
+    train: TrainSettings | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    config_hash: str = ""
     schedules: dict[str, Schedule] = field(default_factory=dict)
     optimizer_cfgs: dict[str, dict] = field(default_factory=dict)
 
@@ -152,7 +189,7 @@ class Plan:
         return {n: c["lr"] * self.lr_scale for n, c in self.optimizer_cfgs.items()}
 
 
-def make_plan(cfg: DictConfig, task, world_size: int = 1) -> Plan:
+def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "") -> Plan:
     """Resolve budget, warm-up length, schedules and per-model optimizer configs against the task."""
     b = cfg.batch
     if b.size % world_size:
@@ -168,57 +205,81 @@ def make_plan(cfg: DictConfig, task, world_size: int = 1) -> Plan:
     t = cfg.train
     total = t.steps if t.steps is not None else (t.epochs if t.epochs is not None else t.default_epochs) * spe
 
+    lr_base = float(cfg.optimizer.lr)
+    scale = lr_scale(b.scaling, b.size, b.base_size)
+    if not is_number(lr_base * scale):
+        raise bad("optimizer.lr", lr_base, f"a base LR whose scaled peak (x {scale:g} for batch.scaling={b.scaling}) is a finite number")
+    warmup, decay = warmup_fn(cfg), decay_fn(cfg)
+    check_range(decay, _probe_steps(total), total, f"decay={decay_name(cfg)}")
+    none = functools.partial(_no_warmup)
     optimizer_cfgs, schedules = {}, {}
     base = OmegaConf.to_container(cfg.optimizer, resolve=True)
     for name in task.models:
         oc = {**base, **task.optimizer_overrides(name)}
-        if not _is_number(oc["lr"]) or oc["lr"] <= 0:
+        if not is_number(oc["lr"]) or oc["lr"] <= 0:
             raise bad(f"task lr for {name}", oc["lr"], "a number > 0")
         optimizer_cfgs[name] = oc
-        wname = cfg.warmup.name if task.warmup_applies_to(name) else "none"
-        w = _warmup_steps(cfg, wname, oc, total, spe)
-        schedules[name] = _schedule(cfg, wname, w, total)
+        # no_warmup needs no length: a preset may still set one for the other warm-ups it sweeps
+        applies = task.warmup_applies_to(name) and warmup.func is not no_warmup
+        w = _warmup_steps(cfg, oc, total, spe) if applies else 0
+        if w:
+            check_range(warmup, range(min(w + 1, total)), w, f"warmup={warmup_name(cfg)}")
+        schedules[name] = Schedule(
+            warmup=warmup if w else none,
+            warmup_steps=w,
+            decay=decay,
+            total_steps=total,
+            warmup_name=warmup_name(cfg) if w else "none",
+            decay_name=decay_name(cfg),
+        )
     return Plan(
         total_steps=total,
         steps_per_epoch=spe,
         micro_batches=per_rank // micro,
         world_size=world_size,
-        lr_base=float(cfg.optimizer.lr),
-        lr_scale=lr_scale(b.scaling, b.size, b.base_size),
+        lr_base=lr_base,
+        lr_scale=scale,
+        seed=int(cfg.seed),
+        batch_size=int(b.size),
+        train=TrainSettings(
+            eval_every=t.eval_every, log_every=t.log_every, check_every=t.check_every, checkpoint_every=t.checkpoint_every,
+            diverge_factor=t.diverge_factor, clip_grad=t.clip_grad,
+        ),
+        precision=cfg.hardware.precision,
+        compile=bool(cfg.hardware.compile),
+        config_hash=config_hash,
         schedules=schedules,
         optimizer_cfgs=optimizer_cfgs,
     )
 
 
-def _warmup_steps(cfg: DictConfig, name: str, opt_cfg: Mapping, total: int, spe: int) -> int:
+def _no_warmup(step: int, warmup_steps: int) -> float:
+    return 1.0
+
+
+def _probe_steps(total: int) -> list[int]:
+    """Steps at which a decay's range is checked: both ends and up to 200 points between."""
+    stride = max(1, total // 200)
+    return sorted({*range(0, total, stride), total - 1})
+
+
+def _warmup_steps(cfg: DictConfig, opt_cfg: Mapping, total: int, spe: int) -> int:
+    """Warm-up length in steps: from beta2, or warmup.steps / epochs / fraction, or default_fraction; 0 for none."""
     w = cfg.warmup
-    if name == "none":
-        return 0
-    if name.startswith("untuned"):
-        steps, key = untuned_length(beta2(opt_cfg, name), name), f"warmup={name} (from beta2)"
-    elif w.steps is not None:
+    name = warmup_name(cfg)
+    if w.get("beta2_multiple") is not None:
+        steps, key = length_from_beta2(beta2(opt_cfg, name), w.beta2_multiple), f"warmup={name} (from beta2)"
+    elif w.get("steps") is not None:
         steps, key = w.steps, f"warmup.steps={w.steps}"
-    elif w.epochs is not None:
+    elif w.get("epochs") is not None:
         steps, key = round(w.epochs * spe), f"warmup.epochs={w.epochs}"
+    elif w.get("fraction") is not None or w.get("default_fraction") is not None:
+        frac = w.fraction if w.get("fraction") is not None else w.default_fraction
+        steps, key = round(frac * total), f"warmup.fraction={frac}"
     else:
-        frac = w.fraction if w.fraction is not None else w.default_fraction
-        steps, key = max(1, round(frac * total)), f"warmup.fraction={frac}"
+        return 0  # no length given and none derivable: a warm-up without length (none)
+    if steps < 1:
+        raise ConfigError(f"{key} gives a warm-up of {steps} steps at a budget of {total} steps ({spe} per epoch): ask for at least 1 step, or use warmup=none")
     if steps > total:
         raise ConfigError(f"{key} gives a warm-up of {steps} steps, longer than the training budget of {total} steps: shorten the warm-up or raise train.steps/train.epochs")
-    return max(1, steps)
-
-
-def _schedule(cfg: DictConfig, warmup: str, w: int, total: int) -> Schedule:
-    s, wc = cfg.schedule, cfg.warmup
-    return Schedule(
-        warmup=warmup,
-        warmup_steps=w,
-        total_steps=total,
-        decay=s.name,
-        factor=float(wc.factor) if warmup == "constant" else 1.0,
-        start_factor=float(wc.start_factor) if warmup == "linear" else 1.0,
-        floor=float(s.floor) if s.name in ("cosine", "linear") else 0.0,
-        milestones=tuple(s.milestones) if s.name == "step" else (),
-        gamma=float(s.gamma) if s.name == "step" else 1.0,
-        timescale=int(s.timescale or w or 1) if s.name == "inverse_sqrt" else 1,
-    )
+    return steps

@@ -9,7 +9,9 @@ Files in a job's output directory:
   values, so the same config and seed give the same file byte for byte.
 - ``result.json``: the run's summary (schema in README.md), rewritten atomically
   (temporary file + ``os.replace``): status ``running`` while the job runs, then
-  ``completed``, ``diverged``, ``failed`` (or a task-specific status such as ``collapsed``).
+  ``completed``, ``diverged``, ``failed``, ``preempted``, or an end state the task declares
+  (``Task.outcomes``, e.g. ``collapsed``). ``outcomes`` in the record maps each end state of a
+  run that trained to its last step to whether it is a success; ``success`` is the run's flag.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `outcomes` and `success` (the task declares its end states); `decay` replaces `schedule`
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 PARTIAL = "metrics.jsonl.partial"
-FINISHED = ("completed", "diverged", "collapsed")  # statuses a rerun does not repeat
+#: The end states of schema-1 records, which did not store their task's declaration (only GAN tasks had one).
+LEGACY_OUTCOMES = {"completed": True, "collapsed": False}
 
 
 def _clean(v: Any) -> Any:

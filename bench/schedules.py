@@ -2,97 +2,202 @@
 
 Step convention (used everywhere in the suite): ``s`` is the 0-based index of an
 optimizer update, ``s = 0 .. T-1`` for a budget of ``T`` updates. The LR used by
-update ``s`` is ``peak_lr * warmup(s) * decay(s)``. The peak LR is the effective
+update ``s`` is ``peak_lr * warmup(s, w) * decay(s, T)``. The peak LR is the effective
 LR after batch-size scaling (see :mod:`bench.scaling`).
 
-Warm-up and decay are independent: the decay is a function of ``s`` and ``T`` only,
-so two runs that differ only in warm-up follow the same decay curve once warm-up
-is over. Every function returns a float multiplier in [0, 1].
+Warm-ups and decays are plug-ins: each is a plain function, instantiated from its YAML in
+``conf/warmup/`` or ``conf/decay/`` by ``_target_`` with ``_partial_: true``.
+
+- warm-up: ``f(step: int, warmup_steps: int, **params) -> float`` in [0, 1]; the harness
+  resolves ``warmup_steps`` (from ``warmup.steps`` / ``epochs`` / ``fraction``, or from the
+  optimizer's beta2 when the YAML sets ``beta2_multiple``) before it calls ``f``;
+- decay: ``f(step: int, total_steps: int, **params) -> float`` in [0, 1].
+
+Warm-up and decay are independent: the decay sees only ``s`` and ``T``, so two runs that
+differ only in warm-up follow the same decay curve once warm-up is over. A function's own
+keyword parameters are checked by the rules attached with :func:`bench.rules.params`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-Multiplier = Callable[[int], float]
+from bench.errors import ConfigError
+from bench.rules import fraction, increasing_fractions, int_at_least, params
 
-WARMUPS = ("none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential")
-DECAYS = ("constant", "cosine", "linear", "step", "inverse_sqrt")
+#: Keys of a ``warmup`` node that the harness reads (length, naming); all others are the function's.
+WARMUP_HARNESS_KEYS = ("name", "steps", "epochs", "fraction", "default_fraction", "beta2_multiple")
+#: Keys of a ``decay`` node that the harness reads.
+DECAY_HARNESS_KEYS = ("name",)
 
-
-# ---------------------------------------------------------------- warm-up
-
-
-def constant_warmup(s: int, w: int, factor: float) -> float:
-    """``factor`` for ``s < w``, then 1 (an abrupt switch; Goyal et al. 2017 sec. 2.2)."""
-    return factor if s < w else 1.0
+WarmupFn = Callable[[int, int], float]
+DecayFn = Callable[[int, int], float]
 
 
-def linear_warmup(s: int, w: int, start_factor: float) -> float:
+# ---------------------------------------------------------------- warm-ups
+
+
+def no_warmup(step: int, warmup_steps: int, **ignored) -> float:
+    """1: the peak LR from step 0.
+
+    Takes and ignores any warm-up parameter, so that a sweep can cross ``none`` with the
+    parameters it sets for the other warm-ups (e.g. ``warmup.start_factor``).
+    """
+    return 1.0
+
+
+@params(start_factor=fraction())
+def constant_warmup(step: int, warmup_steps: int, start_factor: float) -> float:
+    """``start_factor`` for ``s < w``, then 1 (an abrupt switch; Goyal et al. 2017 sec. 2.2).
+
+    The key is shared with :func:`linear_warmup` (both start the warm-up at ``start_factor`` x
+    the peak), so one preset can cross constant and gradual warm-up at the same start LR.
+    """
+    return start_factor if step < warmup_steps else 1.0
+
+
+@params(start_factor=fraction())
+def linear_warmup(step: int, warmup_steps: int, start_factor: float) -> float:
     """The seed document's gradual warm-up, as a fraction of the peak LR nu.
 
     nu_s = nu_0 + s * delta with delta = (nu - nu_0) / (w - 1), so the LR is nu_0 =
     start_factor * nu at s = 0 and exactly nu at s = w - 1; 1 from then on.
     With w = 1 the single warm-up step is already at nu.
     """
-    if s >= w - 1:
+    w = warmup_steps
+    if step >= w - 1:
         return 1.0
-    return start_factor + s * (1.0 - start_factor) / (w - 1)
+    return start_factor + step * (1.0 - start_factor) / (w - 1)
 
 
-def exponential_warmup(s: int, tau: float) -> float:
-    """``1 - exp(-(s + 1) / tau)`` (pytorch_warmup's ExponentialWarmup); approaches 1, never reaches it."""
-    return 1.0 - math.exp(-(s + 1) / tau)
+def exponential_warmup(step: int, warmup_steps: int) -> float:
+    """``1 - exp(-(s + 1) / tau)`` with tau = ``warmup_steps`` (pytorch_warmup's ExponentialWarmup).
 
-
-def untuned_linear_warmup(s: int, w: int) -> float:
-    """``min(1, (s + 1) / w)``: linear from 1/w at s = 0 to 1 at s = w - 1 (Ma & Yarats 2019)."""
-    return min(1.0, (s + 1) / w)
-
-
-def untuned_length(beta2: float, kind: str) -> int:
-    """Warm-up length from Adam's beta2 (Ma & Yarats 2019).
-
-    linear: w = floor(2 / (1 - beta2)) (2000 for beta2 = 0.999);
-    exponential: tau = floor(1 / (1 - beta2)) (1000 for beta2 = 0.999).
-    A tiny epsilon guards floor() against 1/(1-0.999) = 999.9999999999999 in floating point.
+    Approaches 1 and never reaches it: at s = tau - 1 the multiplier is 1 - 1/e.
     """
-    num = 2.0 if kind == "untuned_linear" else 1.0
-    return int(math.floor(num / (1.0 - beta2) + 1e-9))
+    return 1.0 - math.exp(-(step + 1) / warmup_steps)
 
 
-# ---------------------------------------------------------------- decay
+def untuned_linear_warmup(step: int, warmup_steps: int) -> float:
+    """``min(1, (s + 1) / w)``: linear from 1/w at s = 0 to 1 at s = w - 1 (Ma & Yarats 2019)."""
+    return min(1.0, (step + 1) / warmup_steps)
 
 
-def cosine_decay(s: int, total: int, floor: float) -> float:
+def length_from_beta2(beta2: float, multiple: float) -> int:
+    """Warm-up length from Adam's beta2 (Ma & Yarats 2019): ``floor(multiple / (1 - beta2))``.
+
+    multiple 2 gives the untuned linear length (2000 for beta2 = 0.999), multiple 1 the untuned
+    exponential tau (1000). A tiny epsilon guards floor() against 1/(1-0.999) = 999.9999999999999.
+    """
+    return int(math.floor(multiple / (1.0 - beta2) + 1e-9))
+
+
+# ---------------------------------------------------------------- decays
+
+
+def constant_decay(step: int, total_steps: int) -> float:
+    """1: no decay."""
+    return 1.0
+
+
+@params(floor=fraction(low_open=False))
+def cosine_decay(step: int, total_steps: int, floor: float) -> float:
     """``floor + (1 - floor) * (1 + cos(pi * s / (T - 1))) / 2``: 1 at s = 0, ``floor`` at s = T - 1."""
-    if total <= 1:
+    if total_steps <= 1:
         return 1.0
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(s, total - 1) / (total - 1)))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps - 1) / (total_steps - 1)))
 
 
-def linear_decay(s: int, total: int, floor: float) -> float:
+@params(floor=fraction(low_open=False))
+def linear_decay(step: int, total_steps: int, floor: float) -> float:
     """``1 - (1 - floor) * s / (T - 1)``: 1 at s = 0, ``floor`` at s = T - 1."""
-    if total <= 1:
+    if total_steps <= 1:
         return 1.0
-    return 1.0 - (1.0 - floor) * min(s, total - 1) / (total - 1)
+    return 1.0 - (1.0 - floor) * min(step, total_steps - 1) / (total_steps - 1)
 
 
-def step_decay(s: int, total: int, milestones: Sequence[float], gamma: float) -> float:
+@params(milestones=increasing_fractions(), gamma=fraction())
+def step_decay(step: int, total_steps: int, milestones: Sequence[float], gamma: float) -> float:
     """``gamma ** k`` where k counts milestones m (fractions of T) with s >= round(m * T)."""
-    k = sum(1 for m in milestones if s >= round(m * total))
+    k = sum(1 for m in milestones if step >= round(m * total_steps))
     return gamma**k
 
 
-def inverse_sqrt_decay(s: int, timescale: int) -> float:
+@params(timescale=int_at_least(1).or_none(), timescale_fraction=fraction())
+def inverse_sqrt_decay(step: int, total_steps: int, timescale: int | None, timescale_fraction: float) -> float:
     """``min(1, sqrt(t0 / (s + 1)))``: flat for the first t0 steps, then proportional to 1/sqrt(s+1).
 
-    With a linear warm-up of w = t0 steps this is Vaswani et al.'s d^-0.5 min(s^-0.5, s w^-1.5)
-    up to the constant factor that the peak LR absorbs.
+    t0 = ``timescale`` steps, or ``max(1, round(timescale_fraction * T))`` when it is None: a
+    function of the budget only, never of the warm-up, so a warm-up sweep under this decay
+    compares warm-ups on one decay curve. With a linear warm-up of w = t0 steps this is
+    Vaswani et al.'s d^-0.5 min(s^-0.5, s w^-1.5) up to the constant the peak LR absorbs.
     """
-    return min(1.0, math.sqrt(timescale / (s + 1)))
+    t0 = timescale if timescale is not None else max(1, round(timescale_fraction * total_steps))
+    return min(1.0, math.sqrt(t0 / (step + 1)))
+
+
+# ---------------------------------------------------------------- plug-in building
+
+
+def build(node: Mapping[str, Any], group: str, harness_keys: Sequence[str]) -> functools.partial:
+    """Instantiate a warm-up or decay node (``_target_`` + ``_partial_: true``) into a partial.
+
+    The harness's own keys are removed first; the function's keywords are checked against its
+    signature (the step and length arguments are bound by the harness) and its value rules.
+    Raises :class:`ConfigError` naming ``group.key``.
+    """
+    import hydra  # lazy: keeps this module importable without Hydra's instantiate machinery loaded
+
+    spec = {k: v for k, v in dict(node).items() if k not in harness_keys}
+    target = spec.get("_target_")
+    if not target:
+        raise ConfigError(f"{group}._target_ is missing: a {group} option names its function with _target_ (and _partial_: true)")
+    spec["_partial_"] = True
+    try:
+        fn = hydra.utils.instantiate(spec)
+    except Exception as e:  # import errors, bad targets: hydra wraps them all
+        cause = e.__cause__ or e
+        raise ConfigError(f"{group}._target_={target!r} cannot be loaded: {type(cause).__name__}: {cause}".splitlines()[0]) from None
+    if not isinstance(fn, functools.partial) or not callable(fn.func):
+        raise ConfigError(f"{group}._target_={target!r} is not a function")
+    check_params(fn, group)
+    return fn
+
+
+def check_params(fn: functools.partial, group: str) -> None:
+    """Refuse keywords the function does not take, missing ones, and values its rules refuse."""
+    kwargs = dict(fn.keywords)
+    func = fn.func
+    try:
+        sig = inspect.signature(func)
+        sig.bind(0, 1, *fn.args, **kwargs)
+    except TypeError as e:
+        names = [p for p in list(inspect.signature(func).parameters)[2:]]
+        raise ConfigError(
+            f"{group}: {func.__module__}.{func.__qualname__} {e}; its parameters after (step, length) are: {', '.join(names) or 'none'}"
+        ) from None
+    for key, rule in getattr(func, "param_rules", {}).items():
+        if key in kwargs:
+            rule.check(f"{group}.{key}", kwargs[key])
+
+
+def check_range(fn: Callable[[int, int], float], steps: range, length: int, what: str) -> None:
+    """Refuse a plug-in whose multiplier leaves [0, 1] (or is not a number) on ``steps``."""
+    for s in steps:
+        try:
+            v = float(fn(s, length))
+        except Exception as e:
+            raise ConfigError(f"{what} fails at step {s}: {type(e).__name__}: {e}") from None
+        if not (0.0 <= v <= 1.0):
+            raise ConfigError(f"{what} gives the multiplier {v!r} at step {s}: a warm-up or decay multiplier must lie in [0, 1]")
+
+
+def name_of(fn: functools.partial) -> str:
+    return getattr(fn.func, "__name__", str(fn.func))
 
 
 # ---------------------------------------------------------------- composition
@@ -100,48 +205,24 @@ def inverse_sqrt_decay(s: int, timescale: int) -> float:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A resolved LR multiplier: warm-up kind and length, decay kind and its parameters.
+    """A resolved LR multiplier for one model: a warm-up of ``warmup_steps`` times a decay.
 
-    ``warmup_steps`` is w (or tau for the exponential kinds) in optimizer steps, 0 for none.
+    ``warmup_steps`` is w (tau for the exponential kinds) in optimizer steps; 0 means no warm-up
+    (the warm-up function is not called).
     """
 
-    warmup: str
+    warmup: WarmupFn
     warmup_steps: int
+    decay: DecayFn
     total_steps: int
-    decay: str
-    factor: float = 0.1
-    start_factor: float = 0.1
-    floor: float = 0.0
-    milestones: tuple[float, ...] = ()
-    gamma: float = 0.1
-    timescale: int = 1
+    warmup_name: str = "none"
+    decay_name: str = "constant"
 
     def warmup_multiplier(self, s: int) -> float:
-        w = self.warmup_steps
-        if self.warmup == "none" or w == 0:
-            return 1.0
-        if self.warmup == "constant":
-            return constant_warmup(s, w, self.factor)
-        if self.warmup == "linear":
-            return linear_warmup(s, w, self.start_factor)
-        if self.warmup in ("exponential", "untuned_exponential"):
-            return exponential_warmup(s, w)
-        if self.warmup == "untuned_linear":
-            return untuned_linear_warmup(s, w)
-        raise ValueError(f"unknown warm-up {self.warmup!r}; allowed: {', '.join(WARMUPS)}")
+        return 1.0 if self.warmup_steps == 0 else self.warmup(s, self.warmup_steps)
 
     def decay_multiplier(self, s: int) -> float:
-        if self.decay == "constant":
-            return 1.0
-        if self.decay == "cosine":
-            return cosine_decay(s, self.total_steps, self.floor)
-        if self.decay == "linear":
-            return linear_decay(s, self.total_steps, self.floor)
-        if self.decay == "step":
-            return step_decay(s, self.total_steps, self.milestones, self.gamma)
-        if self.decay == "inverse_sqrt":
-            return inverse_sqrt_decay(s, self.timescale)
-        raise ValueError(f"unknown schedule {self.decay!r}; allowed: {', '.join(DECAYS)}")
+        return self.decay(s, self.total_steps)
 
     def __call__(self, s: int) -> float:
         """LR multiplier for 0-based update ``s``."""

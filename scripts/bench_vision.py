@@ -44,7 +44,8 @@ from bench.checkpoint import PreemptFlag  # noqa: E402
 from bench.distributed import Dist  # noqa: E402
 from bench.loggers import Loggers  # noqa: E402
 from bench.loop import build_optimizers, train  # noqa: E402
-from bench.plan import make_plan, validate  # noqa: E402
+from bench.app import build_plan, build_task  # noqa: E402
+from bench.plan import validate  # noqa: E402
 from tasks.vision_fake import write_cifar, write_imagefolder  # noqa: E402
 
 TASKS = ["cifar10_resnet", "cifar100_resnet", "cifar10_vit", "imagenet_resnet50"]
@@ -122,10 +123,10 @@ def harness_rate(cfg: DictConfig, task, warmup: int, steps: int, out: Path) -> f
     times = []
     for n in (warmup, warmup + steps):
         cfg.train.steps = n
-        plan = make_plan(cfg, task)
+        plan = build_plan(cfg, task)
         d = out / f"steps{n}"
         d.mkdir(parents=True, exist_ok=True)
-        outcome = train(cfg, task, plan, Loggers(d, []), Dist(), d, PreemptFlag())
+        outcome = train(plan, task, Loggers(d, []), Dist(), d, PreemptFlag())
         times.append(outcome.train_time_s)
     dt = times[1] - times[0]
     return steps * cfg.batch.size / dt if dt > 0 else float("nan")  # nan: timing noise beat the steps, raise --steps
@@ -155,11 +156,8 @@ def measure(task_name: str, args, data_root: Path, work: Path) -> list[dict]:
         if args.tiny:
             overrides += TINY[task_name]
         cfg = compose_cfg(task_name, args.device, overrides)
-        torch.manual_seed(0)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = not cfg.hardware.deterministic
-        task = _build(cfg, device)
-        plan = make_plan(cfg, task)
+        task = build_task(cfg, device)  # seeds from cfg.seed, sets cuDNN benchmarking from hardware.deterministic
+        plan = build_plan(cfg, task)
         row = {"task": task_name, "setting": setting, "batch": args.batch, "options": extra}
         row["step"] = bare_rate(cfg, task, plan, True, args.warmup, args.steps)
         row["step+data"] = bare_rate(cfg, task, plan, False, args.warmup, args.steps)
@@ -169,16 +167,6 @@ def measure(task_name: str, args, data_root: Path, work: Path) -> list[dict]:
         print(_fmt(row), flush=True)
         del task
     return rows
-
-
-def _build(cfg: DictConfig, device: torch.device):
-    import hydra
-
-    task = hydra.utils.get_class(cfg.task._target_)(cfg.task, 0, device)
-    if cfg.hardware.channels_last:
-        for m in task.models.values():
-            m.to(memory_format=torch.channels_last)
-    return task
 
 
 def _fmt(row: dict) -> str:

@@ -22,7 +22,7 @@ CASES = [
     (["warmup=untuned_exponential", "optimizer=lars"], "needs an optimizer with betas"),
     (["warmup=linear", "warmup.start_factor=0"], "warmup.start_factor=0"),
     (["warmup=linear", "warmup.start_factor=1.5"], "warmup.start_factor=1.5"),
-    (["warmup=constant", "warmup.factor=2"], "warmup.factor=2"),
+    (["warmup=constant", "warmup.start_factor=2"], "warmup.start_factor=2"),
     (["hardware=gpu"], "hardware.device='cuda'"),
     (["batch.size=5000"], "batch.size=5000"),
 ]

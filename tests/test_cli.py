@@ -14,7 +14,7 @@ SHORT = ["train.epochs=null", "train.steps=30", "train.eval_every=15"]
 def test_help_lists_groups_and_options():
     p = run_bench("--help")
     assert p.returncode == 0, p.stderr
-    for group, option in [("task", "digits"), ("optimizer", "lamb"), ("warmup", "untuned_exponential"), ("schedule", "inverse_sqrt"), ("batch", "sqrt"), ("hardware", "gpu"), ("logger", "wandb")]:
+    for group, option in [("task", "digits"), ("optimizer", "lamb"), ("warmup", "untuned_exponential"), ("decay", "inverse_sqrt"), ("batch", "sqrt"), ("hardware", "gpu"), ("logger", "wandb")]:
         assert f"{group}: " in p.stdout and option in p.stdout, (group, option)
 
 
@@ -27,7 +27,7 @@ def test_digits_learns(tmp_path):
     assert r["steps"] == r["steps_planned"] == 3 * (1438 // 64)
     rows = metrics(tmp_path)
     assert rows[0]["step"] == 0 and rows[0]["lr"] == pytest.approx(0.0003)  # linear warm-up starts at 0.1 x peak
-    assert {"step", "epoch", "lr", "train_loss", "grad_norm"} <= rows[0].keys()
+    assert {"step", "epoch", "lr", "train_loss"} <= rows[0].keys() and "grad_norm" not in rows[0]  # probes are off by default
     assert rows[-1]["kind"] == "eval" and rows[-1]["step"] == r["steps"] - 1
     assert not (tmp_path / "metrics.jsonl.partial").exists()
     env = r["env"]
@@ -74,7 +74,7 @@ def test_joblib_sweep_limits_threads(tmp_path):
 
 
 def test_same_seed_same_metrics_bit_for_bit(tmp_path):
-    args = [*SHORT, "train.log_every=1", "optimizer=adam", "warmup=linear", "schedule=cosine", "hardware.threads=1"]
+    args = [*SHORT, "train.log_every=1", "optimizer=adam", "warmup=linear", "decay=cosine", "hardware.threads=1"]
     for name in ("a", "b"):
         p = run_bench(*args, f"hydra.run.dir={tmp_path / name}")
         assert p.returncode == 0, p.stderr

@@ -8,11 +8,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from bench.plan import validate
-from bench.schedules import Schedule
+from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build
 from conftest import ROOT, metrics, results, run_bench
 
 CONF = ROOT / "conf"
-GROUPS = ("task", "optimizer", "warmup", "schedule", "batch", "hardware", "logger")
+GROUPS = ("task", "optimizer", "warmup", "decay", "schedule", "diagnostics", "batch", "hardware", "logger")  # schedule: the deprecated alias of decay
 
 
 def options(group):
@@ -59,7 +59,7 @@ def test_logged_lr_follows_each_formula(tmp_path):
     ok = 0
     # the untuned warm-ups derive their length from beta2 and refuse warmup.steps: their own sweep
     for sub, warmups, extra in (("a", "none,constant,linear,exponential", ["warmup.steps=8"]), ("b", "untuned_linear,untuned_exponential", [])):
-        p = run_bench("-m", f"warmup={warmups}", "schedule=constant,cosine,step,inverse_sqrt,linear", *extra, *common, f"hydra.sweep.dir={tmp_path / sub}")
+        p = run_bench("-m", f"warmup={warmups}", "decay=constant,cosine,step,inverse_sqrt,linear", *extra, *common, f"hydra.sweep.dir={tmp_path / sub}")
         assert p.returncode == 0, p.stderr
     sweep = tmp_path
     for r in results(sweep):
@@ -67,16 +67,15 @@ def test_logged_lr_follows_each_formula(tmp_path):
             continue
         c = r["config"]
         w = r["warmup_steps"]["model"]
+        # rebuilt from the record's own config: the functions the YAMLs name, with the recorded parameters
         sched = Schedule(
-            warmup=c["warmup"]["name"], warmup_steps=w, total_steps=40, decay=c["schedule"]["name"],
-            factor=c["warmup"].get("factor") or 1.0, start_factor=c["warmup"].get("start_factor") or 1.0,
-            floor=c["schedule"].get("floor") or 0.0, milestones=tuple(c["schedule"].get("milestones") or ()),
-            gamma=c["schedule"].get("gamma") or 1.0, timescale=c["schedule"].get("timescale") or w or 1,
+            warmup=build(c["warmup"], "warmup", WARMUP_HARNESS_KEYS), warmup_steps=w,
+            decay=build(c["decay"], "decay", DECAY_HARNESS_KEYS), total_steps=40,
         )
         rows = [x for x in metrics(Path(r["output_dir"])) if x["kind"] == "train"]
         assert len(rows) == 40
         for x in rows:
-            assert x["lr"] == pytest.approx(0.002 * sched(x["step"]), rel=1e-9), (c["warmup"]["name"], c["schedule"]["name"], x["step"])
+            assert x["lr"] == pytest.approx(0.002 * sched(x["step"]), rel=1e-9), (c["warmup"]["name"], c["decay"]["name"], x["step"])
         ok += 1
     assert ok == 30
     untuned = [r for r in results(sweep) if r["warmup"] == "untuned_linear"]

@@ -64,6 +64,7 @@ def test_two_lrs_follow_their_own_schedules_in_a_real_run(tmp_path):
     p = run_bench(
         "task=gan_ring", *ADAM, "optimizer.lr=0.001", "task.lr_mult.discriminator=2", "task.warmup_on=generator",
         "warmup=linear", "warmup.steps=10", "train.steps=20", "train.log_every=1", "train.eval_every=20", ONE_THREAD, f"hydra.run.dir={tmp_path}",
+        "diagnostics=grad_norm", "diagnostics.grad_norm.every=1",
     )
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "result.json").read_text())

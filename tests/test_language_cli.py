@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from bench.app import CONF_DIR
 from bench.plan import validate
-from bench.schedules import untuned_length
+from bench.schedules import length_from_beta2
 from conftest import metrics, results
 
 TINY = ["task.width=32", "task.depth=2", "task.heads=2", "task.context_length=16", "task.eval_tokens=1024"]
@@ -75,7 +75,7 @@ def test_study_preset_composes_and_fits_its_budget():
         assert set(params["warmup"]) == {"none", "linear", "untuned_linear", "exponential"} and "radam" in params["optimizer"]
         assert len(params["seed"]) >= 3 and len(params["optimizer.lr"]) >= 3
         steps = cfg.train.steps
-        assert untuned_length(cfg.optimizer.betas[1], "untuned_linear") <= steps  # the untuned warm-up fits the budget
+        assert length_from_beta2(cfg.optimizer.betas[1], 2.0) <= steps  # the untuned warm-up fits the budget
         for task, opt, warm in product(params["task"], params["optimizer"], params["warmup"]):
             job = compose(config_name="config", overrides=["experiment=transformer_warmup", f"task={task}", f"optimizer={opt}", f"warmup={warm}"])
             validate(job)  # every job of the sweep passes start-up validation

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, bench_env, run_bench
 
 pytestmark = pytest.mark.slow
-ARGS = ["train.epochs=null", "train.steps=300", "train.log_every=1", "train.eval_every=50", "optimizer=adam", "optimizer.lr=0.002", "warmup=linear", "schedule=cosine", "hardware.threads=1"]
+ARGS = ["train.epochs=null", "train.steps=300", "train.log_every=1", "train.eval_every=50", "optimizer=adam", "optimizer.lr=0.002", "warmup=linear", "decay=cosine", "hardware.threads=1"]
 
 
 def _start(out, *extra):

@@ -1,20 +1,35 @@
-"""Every warm-up and decay at steps 0, w-1, w and the last step, against hand-computed values."""
+"""Every warm-up and decay at steps 0, w-1, w and the last step, against hand-computed values.
+
+The functions are built from their shipped YAMLs (conf/warmup, conf/decay), so these tests also
+check that each YAML names the right function with the right parameters.
+"""
 
 import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
+from bench.app import CONF_DIR
+from bench.errors import ConfigError
 from bench.scaling import lr_scale, peak_lr
-from bench.schedules import Schedule, untuned_length
+from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, length_from_beta2
 
 T = 100  # budget
 W = 10  # warm-up length
 
 
-def sched(warmup="none", w=0, decay="constant", **kw):
-    return Schedule(warmup=warmup, warmup_steps=w, total_steps=T, decay=decay, **kw)
+def plugin(group: str, option: str, **params):
+    """The function of conf/<group>/<option>.yaml with ``params`` overriding its keys."""
+    node = {**OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/{group}/{option}.yaml")), **params}
+    return build(node, group, WARMUP_HARNESS_KEYS if group == "warmup" else DECAY_HARNESS_KEYS)
+
+
+def sched(warmup="none", w=0, decay="constant", total=T, **kw):
+    wkeys = {k: v for k, v in kw.items() if k in ("start_factor",)}
+    dkeys = {k: v for k, v in kw.items() if k not in wkeys}
+    return Schedule(warmup=plugin("warmup", warmup, **wkeys), warmup_steps=w, decay=plugin("decay", decay, **dkeys), total_steps=total)
 
 
 def test_none():
@@ -23,7 +38,7 @@ def test_none():
 
 
 def test_constant_warmup():
-    s = sched("constant", W, factor=0.1)
+    s = sched("constant", W, start_factor=0.1)
     assert s(0) == 0.1 and s(W - 1) == 0.1
     assert s(W) == 1.0 and s(T - 1) == 1.0
 
@@ -51,14 +66,16 @@ def test_exponential_warmup():
 
 
 def test_untuned_lengths():
-    assert untuned_length(0.999, "untuned_linear") == 2000
-    assert untuned_length(0.999, "untuned_exponential") == 1000
-    assert untuned_length(0.99, "untuned_linear") == 200
-    assert untuned_length(0.98, "untuned_exponential") == 50
+    lin = OmegaConf.load(f"{CONF_DIR}/warmup/untuned_linear.yaml").beta2_multiple
+    exp = OmegaConf.load(f"{CONF_DIR}/warmup/untuned_exponential.yaml").beta2_multiple
+    assert length_from_beta2(0.999, lin) == 2000
+    assert length_from_beta2(0.999, exp) == 1000
+    assert length_from_beta2(0.99, lin) == 200
+    assert length_from_beta2(0.98, exp) == 50
 
 
 def test_untuned_linear():
-    s = Schedule(warmup="untuned_linear", warmup_steps=200, total_steps=1000, decay="constant")
+    s = sched("untuned_linear", 200, total=1000)
     assert s(0) == pytest.approx(1 / 200)
     assert s(199) == 1.0  # w - 1
     assert s(200) == 1.0 and s(999) == 1.0
@@ -66,7 +83,7 @@ def test_untuned_linear():
 
 
 def test_untuned_exponential():
-    s = Schedule(warmup="untuned_exponential", warmup_steps=100, total_steps=1000, decay="constant")
+    s = sched("untuned_exponential", 100, total=1000)
     assert s(0) == pytest.approx(1 - math.exp(-0.01))
     assert s(99) == pytest.approx(1 - math.exp(-1))
     assert s(100) == pytest.approx(1 - math.exp(-1.01))
@@ -99,6 +116,33 @@ def test_inverse_sqrt_decay():
     assert s(0) == 1.0 and s(W - 1) == 1.0
     assert s(W) == pytest.approx(math.sqrt(10 / 11))
     assert s(T - 1) == pytest.approx(math.sqrt(10 / 100))
+
+
+def test_inverse_sqrt_default_timescale_is_a_fraction_of_the_budget():
+    s = sched(decay="inverse_sqrt")  # timescale null, timescale_fraction 0.05: t0 = 5 of T = 100
+    assert s(4) == 1.0 and s(5) == pytest.approx(math.sqrt(5 / 6))
+    # the same decay whatever the warm-up: only the warm-up factor differs
+    a, b = sched("none", 0, decay="inverse_sqrt"), sched("linear", W, decay="inverse_sqrt", start_factor=0.1)
+    assert [a(s) for s in range(W - 1, T)] == [b(s) for s in range(W - 1, T)]
+
+
+@pytest.mark.parametrize(
+    "group, option, params, message",
+    [
+        ("warmup", "linear", {"start_factor": 0}, "warmup.start_factor=0 is not allowed: a number in (0, 1]"),
+        ("warmup", "constant", {"start_factor": 1.5}, "warmup.start_factor=1.5"),
+        ("warmup", "linear", {"foo": 1}, "unexpected keyword argument 'foo'; its parameters after (step, length) are: start_factor"),
+        ("warmup", "linear", {"start_factor": None, "_target_": "bench.schedules.nope"}, "warmup._target_='bench.schedules.nope' cannot be loaded"),
+        ("decay", "cosine", {"floor": -0.1}, "decay.floor=-0.1 is not allowed: a number in [0, 1]"),
+        ("decay", "step", {"milestones": [0.7, 0.3]}, "decay.milestones=[0.7, 0.3]"),
+        ("decay", "step", {"gamma": 0}, "decay.gamma=0"),
+        ("decay", "inverse_sqrt", {"timescale": 0}, "decay.timescale=0 is not allowed: an integer >= 1, or null"),
+    ],
+)
+def test_each_plugin_checks_its_own_keys(group, option, params, message):
+    with pytest.raises(ConfigError) as e:
+        plugin(group, option, **params)
+    assert message in str(e.value)
 
 
 def test_warmup_multiplies_decay():

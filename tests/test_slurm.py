@@ -46,7 +46,7 @@ CPU_JOB = ["hardware=slurm", "hardware.device=cpu", "hardware.precision=fp32", "
            "hardware.deterministic=true", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
            "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=15", "hydra.launcher.partition=debug"]
 LONG = ["train.steps=120", "train.log_every=1", "train.eval_every=40", "optimizer=adam", "optimizer.lr=0.002",
-        "warmup=linear", "schedule=cosine"]
+        "warmup=linear", "decay=cosine"]
 
 
 def _sweep_args(tmp_path: Path, *args: str) -> list[str]:

@@ -87,7 +87,7 @@ def test_goyal_cifar_preset_scaled_down(data, tmp_path):
     assert set(got) == {(b, w) for b in (8, 16) for w in ("none", "constant", "linear")}
     r = got[(16, "linear")]
     assert r["lr_peak"] == pytest.approx(0.2) and r["steps_planned"] == 6 * 2  # 32 // 16 = 2 steps per epoch
-    assert r["warmup_steps"] == {"model": 2} and r["config"]["schedule"]["name"] == "step"
+    assert r["warmup_steps"] == {"model": 2} and r["config"]["decay"]["name"] == "step"
     assert r["config"]["optimizer"]["weight_decay"] == pytest.approx(5e-4)
     assert got[(8, "constant")]["warmup_steps"] == {"model": 4}  # 4 steps per epoch x 1 warm-up epoch
     lrs = {w: [row["lr"] for row in metrics(got[(16, w)]["output_dir"]) if row["kind"] == "train"] for w in ("none", "constant", "linear")}
