@@ -14,7 +14,10 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bench.errors import bad
+from tasks import checks
 from tasks.base import Task, count_parameters
+
+DIGITS_IMAGES = 1797  # scikit-learn's bundled set: a fixed size, so split sizes are known without loading it
 
 
 def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -28,6 +31,14 @@ def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tenso
     n_val = round(len(x) * val_fraction)
     val, train = perm[:n_val], perm[n_val:]
     return x[train], y[train], x[val], y[val]
+
+
+def check_split(cfg: DictConfig) -> None:
+    """``task.val_fraction`` and ``task.split_seed``, shared by the classifier and the digits GAN."""
+    vf = checks.number_in("task.val_fraction", cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+    if not 0 < round(DIGITS_IMAGES * vf) < DIGITS_IMAGES:  # the rounding load_digits_split applies
+        raise bad("task.val_fraction", vf, f"a fraction that leaves images in both splits of the {DIGITS_IMAGES} digits")
+    checks.int_at_least("task.split_seed", cfg.split_seed, 0)
 
 
 class DigitsCNN(nn.Module):
@@ -56,12 +67,15 @@ class DigitsTask(Task):
 
     metrics = {"val_acc": "max", "val_loss": "min"}
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        check_split(cfg)
+        checks.int_pair("task.channels", cfg.channels, "two positive conv widths, e.g. [32, 64]")
+        checks.int_at_least("task.hidden", cfg.hidden, 1)
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        if not 0 < cfg.val_fraction < 1:
-            raise bad("task.val_fraction", cfg.val_fraction, "a fraction in (0, 1)")
-        if len(cfg.channels) != 2 or min(cfg.channels) < 1:
-            raise bad("task.channels", list(cfg.channels), "two positive conv widths, e.g. [32, 64]")
+        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         xt, yt, xv, yv = load_digits_split(cfg.val_fraction, cfg.split_seed)
         self.x_train, self.y_train = xt.to(device), yt.to(device)
         self.x_val, self.y_val = xv.to(device), yv.to(device)

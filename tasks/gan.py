@@ -38,8 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.errors import bad
+from tasks import checks
 from tasks.base import Task, count_parameters
-from tasks.digits import DigitsCNN, load_digits_split
+from tasks.digits import DigitsCNN, check_split, load_digits_split
 from tasks.gan_metrics import frechet_distance, grid_centres, label_entropy, mode_stats, ring_centres
 
 MODELS = ("discriminator", "generator")
@@ -71,23 +72,27 @@ class GanTask(Task):
     """What both GAN families share: the two models, losses, per-model LRs, warm-up target, collapse."""
 
     loss_ratio_divergence = False  # GAN losses do not start at their maximum; only non-finite losses diverge
+    outcomes = {"collapsed": False}  # trained to the end but covers too few modes/classes: see final_status
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        checks.choice("task.warmup_on", cfg.warmup_on, WARMUP_ON, f"one of {', '.join(WARMUP_ON)} (the model(s) the warmup group applies to)")
+        checks.choice("task.loss", cfg.loss, LOSSES)
+        if not isinstance(cfg.lr_mult, DictConfig) or set(cfg.lr_mult) != set(MODELS):
+            value = OmegaConf.to_container(cfg.lr_mult) if isinstance(cfg.lr_mult, DictConfig) else cfg.lr_mult
+            raise bad("task.lr_mult", value, f"a multiplier for each of {', '.join(MODELS)}")
+        for name in MODELS:
+            checks.positive(f"task.lr_mult.{name}", cfg.lr_mult[name], "a number > 0 (this model's peak LR = optimizer.lr x multiplier)")
+        checks.int_at_least("task.z_dim", cfg.z_dim, 1, "an integer >= 1 (latent dimensions)")
+        checks.int_at_least("task.eval_samples", cfg.eval_samples, 2, "an integer >= 2 (generated samples per evaluation)")
+        checks.int_at_least("task.eval_seed", cfg.eval_seed, 0)
+        # samples_file usually interpolates ${hydra:...}, which only resolves inside a run: check literals only
+        if "samples_file" in cfg and not OmegaConf.is_interpolation(cfg, "samples_file") and cfg.samples_file is not None:
+            checks.text("task.samples_file", cfg.samples_file, "a file path, or null for none")
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        if cfg.warmup_on not in WARMUP_ON:
-            raise bad("task.warmup_on", cfg.warmup_on, f"one of {', '.join(WARMUP_ON)} (the model(s) the warmup group applies to)")
-        if cfg.loss not in LOSSES:
-            raise bad("task.loss", cfg.loss, f"one of {', '.join(LOSSES)}")
-        if set(cfg.lr_mult) != set(MODELS):
-            raise bad("task.lr_mult", OmegaConf.to_container(cfg.lr_mult), f"a multiplier for each of {', '.join(MODELS)}")
-        for name in MODELS:
-            m = cfg.lr_mult[name]
-            if not isinstance(m, (int, float)) or isinstance(m, bool) or not math.isfinite(m) or m <= 0:
-                raise bad(f"task.lr_mult.{name}", m, "a number > 0 (this model's peak LR = optimizer.lr x multiplier)")
-        if not isinstance(cfg.z_dim, int) or cfg.z_dim < 1:
-            raise bad("task.z_dim", cfg.z_dim, "an integer >= 1 (latent dimensions)")
-        if not isinstance(cfg.eval_samples, int) or cfg.eval_samples < 2:
-            raise bad("task.eval_samples", cfg.eval_samples, "an integer >= 2 (generated samples per evaluation)")
+        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         self.kind = cfg.loss
         self.z_dim = cfg.z_dim
         self.samples_file = Path(cfg.samples_file) if cfg.get("samples_file") else None
@@ -172,24 +177,25 @@ class MixtureGanTask(GanTask):
 
     metrics = {"modes": "max", "hq_frac": "max", "mode_kl": "min"}
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        super().check_config(cfg)
+        checks.choice("task.mixture", cfg.mixture, ("ring", "grid"), "ring or grid")
+        k = checks.int_at_least("task.modes", cfg.modes, 1, "an integer >= 1: a mixture needs at least one mode")
+        if cfg.mixture == "grid" and math.isqrt(k) ** 2 != k:
+            raise bad("task.modes", k, "a perfect square for mixture=grid (e.g. 25 for 5 x 5)")
+        checks.positive("task.sigma", cfg.sigma)
+        checks.positive("task.scale", cfg.scale)
+        checks.number_in("task.min_mode_share", cfg.min_mode_share, 0, 1, "a fraction in [0, 1]")
+        checks.number_in("task.collapse_coverage", cfg.collapse_coverage, 0, 1, "a fraction of the modes in [0, 1]")
+        checks.int_at_least("task.epoch_samples", cfg.epoch_samples, 1, "an integer >= 1 (nominal examples per epoch)")
+        checks.int_at_least("task.hidden", cfg.hidden, 1, "an integer >= 1 (MLP width)")
+        checks.int_at_least("task.layers", cfg.layers, 1, "an integer >= 1 (hidden layers in each MLP)")
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        if cfg.mixture not in ("ring", "grid"):
-            raise bad("task.mixture", cfg.mixture, "ring or grid")
         k = cfg.modes
-        if not isinstance(k, int) or k < 1:
-            raise bad("task.modes", k, "an integer >= 1: a mixture needs at least one mode")
         side = math.isqrt(k)
-        if cfg.mixture == "grid" and side * side != k:
-            raise bad("task.modes", k, "a perfect square for mixture=grid (e.g. 25 for 5 x 5)")
-        if not cfg.sigma > 0 or not cfg.scale > 0:
-            raise bad("task.sigma" if not cfg.sigma > 0 else "task.scale", cfg.sigma if not cfg.sigma > 0 else cfg.scale, "a number > 0")
-        if not 0 <= cfg.min_mode_share <= 1:
-            raise bad("task.min_mode_share", cfg.min_mode_share, "a fraction in [0, 1]")
-        if not 0 <= cfg.collapse_coverage <= 1:
-            raise bad("task.collapse_coverage", cfg.collapse_coverage, "a fraction of the modes in [0, 1]")
-        if not isinstance(cfg.epoch_samples, int) or cfg.epoch_samples < 1:
-            raise bad("task.epoch_samples", cfg.epoch_samples, "an integer >= 1 (nominal examples per epoch)")
         self.centres = ring_centres(k, cfg.scale) if cfg.mixture == "ring" else grid_centres(side, cfg.scale)
         h = cfg.hidden
         self.generator = mlp([cfg.z_dim] + [h] * cfg.layers + [2], nn.ReLU).to(device)
@@ -353,25 +359,31 @@ class DigitsGanTask(GanTask):
 
     metrics = {"fd": "min", "class_entropy": "max", "classes": "max"}
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        super().check_config(cfg)
+        size = cfg.image_size
+        if not checks.is_int(size) or size < 8 or size & (size - 1):
+            raise bad("task.image_size", size, "8, 16, 32 or 64: the generator doubles a 4x4 map, so a power of two >= 8")
+        check_split(cfg)
+        checks.int_at_least("task.width", cfg.width, 1, "an integer >= 1 (base conv width)")
+        checks.number_in("task.collapse_entropy", cfg.collapse_entropy, 0, math.log(10), f"nats in [0, ln 10 = {math.log(10):.3f}]")
+        checks.number_in("task.min_class_share", cfg.min_class_share, 0, 1, "a fraction in [0, 1]")
+        c = cfg.classifier
+        checks.int_pair("task.classifier.channels", c.channels, "two positive conv widths")
+        for key in ("epochs", "batch_size", "hidden"):
+            checks.int_at_least(f"task.classifier.{key}", c[key], 1, "an integer >= 1")
+        checks.positive("task.classifier.lr", c.lr, "a learning rate > 0 (Adam)")
+        checks.int_at_least("task.classifier.seed", c.seed, 0)
+        checks.text("task.classifier.cache_dir", c.cache_dir, "a writable folder for the cached classifier")
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
         size = cfg.image_size
-        if not isinstance(size, int) or size < 8 or size & (size - 1):
-            raise bad("task.image_size", size, "8, 16, 32 or 64: the generator doubles a 4x4 map, so a power of two >= 8")
-        if not 0 < cfg.val_fraction < 1:
-            raise bad("task.val_fraction", cfg.val_fraction, "a fraction in (0, 1)")
-        if not isinstance(cfg.width, int) or cfg.width < 1:
-            raise bad("task.width", cfg.width, "an integer >= 1 (base conv width)")
-        if not 0 <= cfg.collapse_entropy <= math.log(10):
-            raise bad("task.collapse_entropy", cfg.collapse_entropy, f"nats in [0, ln 10 = {math.log(10):.3f}]")
-        c = cfg.classifier
-        if len(c.channels) != 2 or min(c.channels) < 1:
-            raise bad("task.classifier.channels", list(c.channels), "two positive conv widths")
-        for key in ("epochs", "batch_size", "hidden"):
-            if not isinstance(c[key], int) or c[key] < 1:
-                raise bad(f"task.classifier.{key}", c[key], "an integer >= 1")
         data = load_digits_split(cfg.val_fraction, cfg.split_seed)
         xt, _, xv, _ = data
+        if cfg.classifier.batch_size > len(xt):
+            raise bad("task.classifier.batch_size", cfg.classifier.batch_size, f"at most the {len(xt)} training images (else no training step)")
         self.classifier, self.classifier_acc, self.classifier_path = load_or_train_classifier(cfg, data, device)
         for p in self.classifier.parameters():
             p.requires_grad_(False)

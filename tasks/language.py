@@ -27,33 +27,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from bench.errors import bad
+from tasks import checks
 from tasks.base import Task, count_parameters
-from tasks.text import Corpus, build_corpus, check_context, lm_blocks, mlm_blocks
+from tasks.text import Corpus, build_corpus, check_context, check_corpus_config, lm_blocks, mlm_blocks
 
 NORMS = ("post", "pre")
-
-
-def _int_at_least(key: str, v, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise bad(key, v, f"an integer >= {low}")
-    return v
-
-
-def _check_shape(cfg: DictConfig) -> None:
-    """Model-size keys shared by every language task; checked before the corpus is read."""
-    _int_at_least("task.context_length", cfg.context_length, 2)
-    width = _int_at_least("task.width", cfg.width, 1)
-    _int_at_least("task.depth", cfg.depth, 1)
-    heads = _int_at_least("task.heads", cfg.heads, 1)
-    if width % heads:
-        divisors = [h for h in range(1, width + 1) if width % h == 0]
-        raise bad("task.heads", heads, f"a divisor of task.width={width} (e.g. {', '.join(map(str, divisors[:8]))})")
-    _int_at_least("task.ffn_mult", cfg.ffn_mult, 1)
-    d = cfg.dropout
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
-        raise bad("task.dropout", d, "a probability in [0, 1)")
-    _int_at_least("task.eval_tokens", cfg.eval_tokens, 1)  # at least one block is always evaluated
-    _int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
 
 
 def _ppl(loss: float) -> float:
@@ -125,10 +103,32 @@ class _TextTask(Task):
     """Shared corpus, batching and evaluation plumbing; subclasses build the model and the loss."""
 
     extra_tokens = 1  # tokens per block beyond context_length (the LM's last target)
+    #: Where the model places layer norm when it is not a choice (transformers' models); None: ``task.norm`` picks.
+    fixed_norm: str | None = None
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Model-size keys and the corpus/tokenizer settings shared by every language task."""
+        if cls.fixed_norm is None:
+            checks.choice("task.norm", cfg.norm, NORMS, f"one of {', '.join(NORMS)} (where layer norm sits)")
+        elif cfg.norm != cls.fixed_norm:
+            raise bad("task.norm", cfg.norm, f"{cls.fixed_norm!r} only: this model fixes where layer norm sits (the key just records it); task=lm_postln or lm_preln choose it")
+        checks.int_at_least("task.context_length", cfg.context_length, 2)
+        width = checks.int_at_least("task.width", cfg.width, 1)
+        checks.int_at_least("task.depth", cfg.depth, 1)
+        heads = checks.int_at_least("task.heads", cfg.heads, 1)
+        if width % heads:
+            divisors = [h for h in range(1, width + 1) if width % h == 0]
+            raise bad("task.heads", heads, f"a divisor of task.width={width} (e.g. {', '.join(map(str, divisors[:8]))})")
+        checks.int_at_least("task.ffn_mult", cfg.ffn_mult, 1)
+        checks.number_in("task.dropout", cfg.dropout, 0, 1, "a probability in [0, 1)", high_open=True)
+        checks.int_at_least("task.eval_tokens", cfg.eval_tokens, 1)  # at least one block is always evaluated
+        checks.int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
+        check_corpus_config(cfg.corpus, cfg.tokenizer)
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        _check_shape(cfg)
+        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         self.context = cfg.context_length
         self.corpus: Corpus = build_corpus(cfg.corpus, cfg.tokenizer, device)
         check_context(self.context, self.corpus, self.extra_tokens)
@@ -171,11 +171,7 @@ class _TextTask(Task):
 class TransformerLMTask(_TextTask):
     """Next-token prediction with :class:`TransformerLM` (``task.norm`` = post or pre)."""
 
-    has_norm_key = True  # GPT-2 fixes its own norm placement
-
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
-        if self.has_norm_key and cfg.norm not in NORMS:
-            raise bad("task.norm", cfg.norm, f"one of {', '.join(NORMS)} (where layer norm sits)")
         super().__init__(cfg, seed, device)
         self.model = self._build(cfg).to(device)
         self.char_level = cfg.tokenizer.kind == "char"
@@ -209,7 +205,7 @@ class GPT2Task(TransformerLMTask):
     (Pre-LN, GELU, tied embeddings; transformers' own initialisation, N(0, 0.02) with the GPT-2
     residual-projection scaling). No weights are downloaded."""
 
-    has_norm_key = False
+    fixed_norm = "pre"
 
     def _build(self, cfg: DictConfig) -> nn.Module:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -254,12 +250,17 @@ class BertMLMTask(_TextTask):
     global RNG, which the harness seeds and checkpoints."""
 
     extra_tokens = 0
+    fixed_norm = "post"
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        checks.number_in("task.mask_prob", cfg.mask_prob, 0, 1, "a probability in (0, 1); BERT uses 0.15", low_open=True, high_open=True)
+        checks.int_at_least("task.split_seed", cfg.split_seed, 0)
+        super().check_config(cfg)
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
-        p = cfg.mask_prob
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1:
-            raise bad("task.mask_prob", p, "a probability in (0, 1); BERT uses 0.15")
         super().__init__(cfg, seed, device)
+        p = cfg.mask_prob
         from transformers import BertConfig, BertForMaskedLM
 
         self.vocab = self.corpus.tokenizer.vocab_size

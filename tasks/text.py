@@ -34,11 +34,49 @@ import torch
 from omegaconf import DictConfig
 
 from bench.errors import ConfigError, bad
+from tasks import checks
 
 SOURCES = ("pydoc", "text", "dataset")
 KINDS = ("char", "bpe")
 BYTE_ALPHABET = 256  # byte-level BPE starts from all 256 bytes, so no vocabulary can be smaller
 CACHE_VERSION = 1  # bump when the cache file format or the training recipe changes
+
+
+TEXT_PATH = "an existing UTF-8 text file or a directory of *.txt files (nothing is downloaded: put the corpus there)"
+DATASET_PATH = "a directory written by datasets' save_to_disk (nothing is downloaded: save the dataset there first)"
+
+
+# ---------------------------------------------------------------- checks
+
+
+def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
+    """Every ``task.corpus.*`` and ``task.tokenizer.*`` check that needs no corpus: types, ranges, and
+    whether ``corpus.path`` exists as the right kind of path (one ``stat``).
+
+    What needs the text stays in :func:`build_corpus`: both splits non-empty, a char vocabulary
+    that covers the character set, and the readers' own checks of a file's contents.
+    """
+    checks.number_in("task.corpus.val_fraction", corpus_cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+    source = checks.choice("task.corpus.source", corpus_cfg.source, SOURCES)
+    if source != "pydoc":
+        path = corpus_cfg.path
+        if path is None:
+            raise bad("task.corpus.path", None, f"a local path: corpus.source={source} reads from disk")
+        checks.text("task.corpus.path", path, TEXT_PATH if source == "text" else DATASET_PATH)
+        if source == "text" and not os.path.exists(os.path.expanduser(path)):
+            raise bad("task.corpus.path", path, TEXT_PATH)
+        if source == "dataset":
+            if not os.path.isdir(os.path.expanduser(path)):
+                raise bad("task.corpus.path", path, DATASET_PATH)
+            checks.text("task.corpus.split", corpus_cfg.split, "the name of a saved split, e.g. train")
+            checks.text("task.corpus.text_column", corpus_cfg.text_column, "the name of the dataset's text column, e.g. text")
+    kind = checks.choice("task.tokenizer.kind", tok_cfg.kind, KINDS)
+    vs = checks.int_at_least("task.tokenizer.vocab_size", tok_cfg.vocab_size, 1, "an integer >= 1, or null", allow_none=True)
+    if kind == "bpe":
+        if vs is None or vs <= BYTE_ALPHABET:
+            raise bad("task.tokenizer.vocab_size", vs, f"an integer > {BYTE_ALPHABET} for byte-level BPE (its base alphabet is the {BYTE_ALPHABET} bytes)")
+        checks.int_at_least("task.tokenizer.min_frequency", tok_cfg.min_frequency, 1)
+        checks.text("task.tokenizer.cache_dir", tok_cfg.cache_dir, "a writable folder for trained tokenizers")
 
 
 # ---------------------------------------------------------------- corpora
@@ -55,7 +93,7 @@ def read_text_path(path: str) -> str:
     """A UTF-8 file, or the ``*.txt`` files of a directory joined in name order."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise bad("task.corpus.path", path, "an existing UTF-8 text file or a directory of *.txt files (nothing is downloaded: put the corpus there)")
+        raise bad("task.corpus.path", path, TEXT_PATH)
     files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise bad("task.corpus.path", path, "a directory that holds at least one *.txt file, or a text file")
@@ -69,7 +107,7 @@ def read_saved_dataset(path: str, split: str, column: str) -> str:
     """The ``column`` rows of a ``save_to_disk`` dataset (``split`` of a DatasetDict), newline-joined."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise bad("task.corpus.path", path, "a directory written by datasets' save_to_disk (nothing is downloaded: save the dataset there first)")
+        raise bad("task.corpus.path", path, DATASET_PATH)
     import datasets
 
     try:
@@ -89,13 +127,9 @@ def read_saved_dataset(path: str, split: str, column: str) -> str:
 
 
 def load_corpus(cfg: DictConfig) -> str:
-    """The whole corpus named by the ``task.corpus`` node."""
-    if cfg.source not in SOURCES:
-        raise bad("task.corpus.source", cfg.source, f"one of {', '.join(SOURCES)}")
+    """The whole corpus named by the ``task.corpus`` node (checked by :func:`check_corpus_config`)."""
     if cfg.source == "pydoc":
         return pydoc_text()
-    if cfg.path is None:
-        raise bad("task.corpus.path", None, f"a local path: corpus.source={cfg.source} reads from disk")
     if cfg.source == "text":
         return read_text_path(cfg.path)
     return read_saved_dataset(cfg.path, cfg.split, cfg.text_column)
@@ -199,15 +233,9 @@ class Corpus:
 
 
 def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.device) -> Corpus:
-    """Load, split and tokenise; every bad value raises ConfigError before any training."""
-    vf = corpus_cfg.val_fraction
-    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0 < vf < 1:
-        raise bad("task.corpus.val_fraction", vf, "a fraction in (0, 1)")
-    if tok_cfg.kind not in KINDS:
-        raise bad("task.tokenizer.kind", tok_cfg.kind, f"one of {', '.join(KINDS)}")
-    vs = tok_cfg.vocab_size
-    if vs is not None and (isinstance(vs, bool) or not isinstance(vs, int) or vs < 1):
-        raise bad("task.tokenizer.vocab_size", vs, "an integer >= 1, or null")
+    """Load, split and tokenise settings that passed :func:`check_corpus_config`; what only the text
+    can tell (empty splits, a char vocabulary smaller than the character set) raises ConfigError here."""
+    vf, vs = corpus_cfg.val_fraction, tok_cfg.vocab_size
     text = load_corpus(corpus_cfg)
     train_text, val_text = split_text(text, vf)
     if not train_text or not val_text:
@@ -219,12 +247,7 @@ def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.devi
             raise bad("task.tokenizer.vocab_size", vs, f"at least the corpus's character set of {charset} (or null to use it)")
         tok: Tokenizer = CharTokenizer(text, vs)
     else:
-        if vs is None or vs <= BYTE_ALPHABET:
-            raise bad("task.tokenizer.vocab_size", vs, f"an integer > {BYTE_ALPHABET} for byte-level BPE (its base alphabet is the {BYTE_ALPHABET} bytes)")
-        mf = tok_cfg.min_frequency
-        if isinstance(mf, bool) or not isinstance(mf, int) or mf < 1:
-            raise bad("task.tokenizer.min_frequency", mf, "an integer >= 1")
-        tok, path, cached = train_bpe(train_text, vs, mf, tok_cfg.cache_dir)
+        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, tok_cfg.cache_dir)
         info.update(tokenizer_file=str(path), tokenizer_cached=cached)
     train_ids = torch.tensor(tok.encode(train_text), dtype=torch.int64, device=device)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.int64, device=device)
@@ -233,9 +256,7 @@ def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.devi
 
 
 def check_context(context_length: int, corpus: Corpus, extra: int) -> None:
-    """Both splits must hold at least one block of ``context_length + extra`` tokens."""
-    if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
-        raise bad("task.context_length", context_length, "an integer >= 2")
+    """Both splits must hold at least one block of ``context_length + extra`` tokens (an integer >= 2, checked before)."""
     need = context_length + extra
     shortest = min(len(corpus.train_ids), len(corpus.val_ids))
     if need > shortest:

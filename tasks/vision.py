@@ -26,21 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from bench.errors import ConfigError, bad
+from tasks import checks
 from tasks import vision_data as vd
 from tasks.base import Task, count_parameters
-
-
-def _int_at_least(key: str, v, low: int, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if not isinstance(v, int) or isinstance(v, bool) or v < low:
-        raise bad(key, v, f"an integer >= {low}" + (" or null" if allow_none else ""))
-
-
-def _fraction(key: str, v, low_open: bool = False) -> None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and ((0 < v <= 1) if low_open else (0 <= v < 1))
-    if not ok:
-        raise bad(key, v, "a number in (0, 1]" if low_open else "a number in [0, 1)")
 
 
 def _subset_fits(key: str, v, available: int) -> None:
@@ -50,21 +38,34 @@ def _subset_fits(key: str, v, available: int) -> None:
 
 def _channels(key: str, v) -> tuple[float, ...]:
     vals = list(v) if v is not None and not isinstance(v, (str, int, float)) else None
-    if not vals or len(vals) != 3 or not all(isinstance(x, (int, float)) for x in vals):
+    if not vals or len(vals) != 3 or not all(checks.is_number(x) for x in vals):
         raise bad(key, v, "three per-channel numbers (R, G, B)")
     return tuple(float(x) for x in vals)
 
 
-def create_timm_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    """``timm.create_model(cfg.model, pretrained=False, num_classes=..., **cfg.model_kwargs)``."""
+def _model_kwargs(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.model_kwargs, resolve=True) if cfg.model_kwargs is not None else {}
+
+
+def check_timm_model(cfg: DictConfig) -> None:
+    """``task.model`` is in timm's registry (a dictionary lookup, nothing built) and ``task.model_kwargs``
+    is a mapping without the two arguments the task sets itself."""
     if not isinstance(cfg.model, str) or not timm.is_model(cfg.model):
         raise bad("task.model", cfg.model, "a model name in timm's registry (see timm.list_models())")
-    kwargs = OmegaConf.to_container(cfg.model_kwargs, resolve=True) if cfg.model_kwargs is not None else {}
-    if not isinstance(kwargs, dict):
-        raise bad("task.model_kwargs", kwargs, "a mapping of keyword arguments for timm.create_model")
+    if cfg.model_kwargs is not None and not isinstance(cfg.model_kwargs, DictConfig):
+        raise bad("task.model_kwargs", cfg.model_kwargs, "a mapping of keyword arguments for timm.create_model")
+    kwargs = _model_kwargs(cfg)
     for key in ("pretrained", "num_classes"):
         if key in kwargs:
             raise bad(f"task.model_kwargs.{key}", kwargs[key], "not set here: pretrained is always False and num_classes comes from the data")
+
+
+def create_timm_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """``timm.create_model(cfg.model, pretrained=False, num_classes=..., **cfg.model_kwargs)`` (keys checked by :func:`check_timm_model`).
+
+    Arguments the model does not accept only show when it is built, so that error is raised here.
+    """
+    kwargs = _model_kwargs(cfg)
     try:
         return timm.create_model(cfg.model, pretrained=False, num_classes=num_classes, **kwargs)
     except TypeError as e:
@@ -92,15 +93,26 @@ def _channels_last(model: nn.Module) -> bool:
 class _ImageClassifier(Task):
     """Shared parts: one timm model, device-side normalisation, cross-entropy with optional label smoothing."""
 
-    def _common(self, cfg: DictConfig) -> None:
-        self.mean = torch.tensor(_channels("task.mean", cfg.mean), device=self.device)
-        self.std = torch.tensor(_channels("task.std", cfg.std), device=self.device)
-        if min(self.std.tolist()) <= 0:
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """Keys every image task has; the subclass adds its own and the ``data_root`` check."""
+        _channels("task.mean", cfg.mean)
+        if min(_channels("task.std", cfg.std)) <= 0:
             raise bad("task.std", list(cfg.std), "three numbers > 0")
-        _fraction("task.label_smoothing", cfg.label_smoothing)
-        _int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
-        _int_at_least("task.train_subset", cfg.train_subset, 1, allow_none=True)
-        _int_at_least("task.val_subset", cfg.val_subset, 1, allow_none=True)
+        checks.number_in("task.label_smoothing", cfg.label_smoothing, 0, 1, "a number in [0, 1)", high_open=True)
+        checks.int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
+        checks.int_at_least("task.train_subset", cfg.train_subset, 1, allow_none=True)
+        checks.int_at_least("task.val_subset", cfg.val_subset, 1, allow_none=True)
+        checks.int_at_least("task.workers", cfg.workers, 0)
+        checks.flag("task.flip", cfg.flip)
+        checks.text("task.data_root", cfg.data_root, "the folder that holds the data set (env BENCH_DATA sets it)")
+        check_timm_model(cfg)
+
+    def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
+        super().__init__(cfg, seed, device)
+        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
+        self.mean = torch.tensor(_channels("task.mean", cfg.mean), device=device)
+        self.std = torch.tensor(_channels("task.std", cfg.std), device=device)
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -154,17 +166,19 @@ class CifarTask(_ImageClassifier):
 
     metrics = {"val_acc": "max", "val_loss": "min"}
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        checks.choice("task.dataset", cfg.dataset, vd.CIFAR_FOLDERS)
+        super().check_config(cfg)
+        checks.choice("task.loader", cfg.loader, ("device", "dataloader"), "device (GPU-resident, augmented on the device) or dataloader (torchvision ops in worker processes)")
+        checks.int_at_least("task.crop_padding", cfg.crop_padding, 0)
+        checks.flag("task.cifar_stem", cfg.cifar_stem)
+        msg = vd.cifar_missing_message(cfg.dataset, cfg.data_root)  # a few stat calls
+        if msg:
+            raise ConfigError(msg)
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        if cfg.dataset not in vd.CIFAR_FOLDERS:
-            raise bad("task.dataset", cfg.dataset, f"one of {', '.join(vd.CIFAR_FOLDERS)}")
-        if cfg.loader not in ("device", "dataloader"):
-            raise bad("task.loader", cfg.loader, "device (GPU-resident, augmented on the device) or dataloader (torchvision ops in worker processes)")
-        _int_at_least("task.workers", cfg.workers, 0)
-        _int_at_least("task.crop_padding", cfg.crop_padding, 0)
-        if not isinstance(cfg.flip, bool):
-            raise bad("task.flip", cfg.flip, "true or false")
-        self._common(cfg)
         self.num_classes = vd.CIFAR_CLASSES[cfg.dataset]
         self.model = create_timm_model(cfg, self.num_classes)
         if cfg.cifar_stem:
@@ -209,15 +223,18 @@ class ImageFolderTask(_ImageClassifier):
 
     metrics = {"val_acc": "max", "val_acc5": "max", "val_loss": "min"}
 
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        super().check_config(cfg)
+        checks.int_at_least("task.image_size", cfg.image_size, 8)
+        checks.int_at_least("task.val_resize", cfg.val_resize, cfg.image_size)
+        checks.number_in("task.min_scale", cfg.min_scale, 0, 1, "a number in (0, 1]", low_open=True)
+        msg = vd.imagefolder_missing_message(cfg.data_root)  # stat calls and one listing of each split folder
+        if msg:
+            raise ConfigError(msg)
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        _int_at_least("task.image_size", cfg.image_size, 8)
-        _int_at_least("task.val_resize", cfg.val_resize, cfg.image_size)
-        _fraction("task.min_scale", cfg.min_scale, low_open=True)
-        _int_at_least("task.workers", cfg.workers, 0)
-        if not isinstance(cfg.flip, bool):
-            raise bad("task.flip", cfg.flip, "true or false")
-        self._common(cfg)
         train = vd.load_imagefolder(cfg.data_root, "train")
         val = vd.load_imagefolder(cfg.data_root, "val")
         if val.classes != train.classes:
