@@ -28,7 +28,7 @@ from bench.errors import ConfigError, bad
 from bench.loggers import Loggers, WandbLogger
 from bench.loop import train
 from bench.plan import make_plan, validate
-from bench.records import FINISHED, RESULT, SCHEMA_VERSION, config_hash, environment, read_result, write_json_atomic
+from bench.records import RESULT, SCHEMA_VERSION, config_hash, environment, finished_statuses, read_result, write_json_atomic
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -86,7 +86,7 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(dist.broadcast(str(out_dir)))  # ranks may resolve ${now:...} a second apart: all use rank 0's dir
 
     previous = read_result(out_dir / RESULT)
-    if previous and previous.get("status") in FINISHED and previous.get("config_hash") == chash and not cfg.train.force:
+    if previous and previous.get("status") in finished_statuses(previous) and previous.get("config_hash") == chash and not cfg.train.force:
         print(f"[bench] {out_dir}: already {previous['status']} for this config, skipped (train.force=true reruns)", file=sys.stderr)
         return previous
 

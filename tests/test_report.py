@@ -98,7 +98,7 @@ def test_cells_means_intervals_and_diverged_counts(tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "0.92 [" in md and "1†" in md
     tex = (tmp_path / "out" / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and "$^\\dagger$" in tex
+    assert r"\begin{tabular}{lllrrrrr}" in tex and r"\toprule" in tex and r"1\textsuperscript{\dag}" in tex and r"lr\_base" in tex
     for name in ("heatmap", "warmup_comparison", "divergence", "curves"):
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
 
