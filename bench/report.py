@@ -424,7 +424,7 @@ def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[
         for _, r in summary.iterrows()
     ]
     bests = [
-        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({not_ok_text(r, sw)} of {r['n_runs']})†"), r["edge"]]
+        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({not_ok_text(r, sw)} of {r['n_runs']})†" if r["n_runs"] else "†"), r["edge"]]
         for _, r in best.iterrows()
     ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]

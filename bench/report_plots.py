@@ -53,8 +53,9 @@ def color_norm(metric: str, values=()) -> Normalize:
     """The colour scale of ``metric`` in heat maps.
 
     From :data:`SCALES` when the metric is listed. Otherwise (documented in docs/report.md): 0-1 when
-    every value lies in [0, 1]; else the powers of ten around the positive values (log scale); else
-    round numbers around the values. Only these unlisted metrics depend on the data.
+    every value lies in [0, 1]; else, for positive values spanning more than two decades, the powers
+    of ten around them (log scale); else from 0 (or the lowest value, when negative) to a round
+    number above the highest. Only these unlisted metrics depend on the data.
     """
     if metric in SCALES:
         lo, hi, log = SCALES[metric]
@@ -63,7 +64,7 @@ def color_norm(metric: str, values=()) -> Normalize:
     x = x[np.isfinite(x)]
     if not len(x) or (x.min() >= 0 and x.max() <= 1):
         return Normalize(0.0, 1.0)
-    if x.min() > 0:
+    if x.min() > 0 and x.max() / x.min() > 100:
         return LogNorm(10.0 ** math.floor(math.log10(x.min())), 10.0 ** math.ceil(math.log10(x.max()) + 1e-12))
     ticks = MaxNLocator(5).tick_values(min(x.min(), 0.0), x.max())
     return Normalize(float(ticks[0]), float(ticks[-1]))
@@ -283,7 +284,7 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
                 note = f"n={len(vals)}" + ("" if has_ci else ", no interval")
                 if not r["eligible"]:
                     note += f"\n✕ {not_ok_text(r, sw)}"
-                ax.annotate(note, (x, r["mean"]), xytext=(0, -9), textcoords="offset points", fontsize=6, ha="center", va="top", color="red" if not r["eligible"] else "0.25")
+                ax.annotate(note, (x, r["mean"]), xytext=(-7, 0), textcoords="offset points", fontsize=6, ha="right", va="center", color="red" if not r["eligible"] else "0.25")
             ax.errorbar([], [], fmt="o", color=color, label=wu)
         ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
         ax.set_xlim(-0.6, len(bs) - 0.4)
@@ -292,7 +293,7 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
         ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size; dots: single seeds", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(title="warm-up", fontsize=8)
-    fig.suptitle("Warm-up comparison: mean over seeds with 95% bootstrap interval (n = seeds; hollow: some runs did not succeed)", fontsize=10)
+    fig.suptitle("Warm-up comparison: mean over seeds, 95% bootstrap interval\n(n = seeds; hollow: some runs did not succeed)", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -377,12 +378,13 @@ def divergence(sw, path: Path) -> Path:
         for j, b in enumerate(bs):
             ax = axes[i][j]
             gb = g[g["batch_size"] == b]
-            for wu, color in zip(_warmups(g), plt.cm.tab10.colors):
+            for m, (wu, color) in enumerate(zip(_warmups(g), plt.cm.tab10.colors)):
                 st = gb[gb["warmup"] == wu].groupby("lr_base")["status"]
                 k, n = st.agg(lambda s: (s == "diverged").sum()), st.size()
                 if not len(n):
                     continue
-                ax.plot(n.index, k / n, "o-", color=color, label=wu)
+                # each warm-up its own marker, smaller on top: curves that coincide stay visible
+                ax.plot(n.index, k / n, "os^Dv"[m % 5] + ["-", "--", ":", "-."][m % 4], color=color, ms=max(3, 9 - 2 * m), lw=1.4, label=wu)
                 for lr, kk, nn in zip(n.index, k, n):
                     if kk:
                         ax.annotate(f"{kk}/{nn}", (lr, kk / nn), xytext=(3, 3), textcoords="offset points", fontsize=6, color=color)
