@@ -33,7 +33,7 @@ from bench.loggers import Loggers, WandbLogger
 from bench.loop import Outcome, train
 from bench.plan import Plan, decay_name, make_plan, validate, warmup_name
 from bench.probes import build_probes
-from bench.records import LEGACY_OUTCOMES, RESULT, SCHEMA_VERSION, config_hash, environment, read_result, write_json_atomic
+from bench.records import RESULT, SCHEMA_VERSION, config_hash, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -142,11 +142,6 @@ def build_plan(cfg: DictConfig, task: Task, world_size: int = 1, chash: str = ""
     return make_plan(cfg, task, world_size, chash)
 
 
-def outcomes_of(task: Task) -> dict[str, bool]:
-    """Statuses of a run that trained to its last step, with whether each is a success."""
-    return {"completed": True, **dict(task.outcomes)}
-
-
 def start_record(job: Job, task: Task, plan: Plan) -> dict:
     """The ``running`` record, written before training starts."""
     cfg = job.cfg
@@ -174,7 +169,7 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "world_size": job.dist.world_size,
         "primary_metric": next(iter(task.metrics)),
         "metric_modes": dict(task.metrics),
-        "outcomes": outcomes_of(task),
+        "outcomes": declared_outcomes(task.outcomes),
         "task_info": task.extra_record(),
         "output_dir": str(job.out_dir),
         "sweep_dir": job.sweep_dir,
@@ -215,7 +210,6 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
             throughput[f"{unit}_per_s"] = per * examples / outcome.train_time_s
     record.update(
         status=status,
-        success=bool(record["outcomes"].get(status, False)),
         steps=outcome.steps,
         diverged_step=outcome.diverged_step,
         diverged_reason=outcome.diverged_reason,
@@ -228,15 +222,13 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
         throughput=throughput,
         ended=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    record["success"] = bool(record["outcomes"].get(status, False))
     return record
 
 
 def _already_finished(previous: dict | None, chash: str) -> bool:
     """A finished record of this very config: diverged, or any end state its task declared."""
-    if not previous or previous.get("config_hash") != chash:
-        return False
-    outcomes = previous.get("outcomes") or LEGACY_OUTCOMES
-    return previous.get("status") == "diverged" or previous.get("status") in outcomes
+    return bool(previous) and previous.get("config_hash") == chash and previous.get("status") in finished_statuses(previous)
 
 
 def run(cfg: DictConfig) -> dict:

@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bench.progress import interactive
-from bench.records import RESULT, read_result
+from bench.records import RESULT, finished_statuses, read_result
 
 
 def planned_jobs(multirun_yaml: Path) -> int | None:
@@ -51,7 +51,8 @@ def sweep_progress(sweep_dir: Path) -> str:
     done = new = 0
     for p in sweep_dir.rglob(RESULT):
         r = read_result(p)
-        if r is None or r.get("status") == "running":
+        # done: a result (diverged or a declared outcome) or a crash; running and preempted jobs are still to come
+        if r is None or not (r.get("status") in finished_statuses(r) or r.get("status") == "failed"):
             continue
         done += 1
         if t_start is not None and p.stat().st_mtime >= t_start:

@@ -9,14 +9,20 @@ Files in a job's output directory:
   values, so the same config and seed give the same file byte for byte.
 - ``result.json``: the run's summary (schema in README.md), rewritten atomically
   (temporary file + ``os.replace``): status ``running`` while the job runs, then
-  ``completed``, ``diverged``, ``failed``, ``preempted``, or an end state the task declares
-  (``Task.outcomes``, e.g. ``collapsed``). ``outcomes`` in the record maps each end state of a
-  run that trained to its last step to whether it is a success; ``success`` is the run's flag.
+  ``completed``, ``diverged``, ``failed``, ``preempted``, or one of the task's declared outcomes.
+
+Statuses. The harness owns ``running``, ``preempted``, ``failed`` (crashed), ``diverged`` (ended
+early: a result, but a failure) and ``completed`` (trained to the last step: a success). A task
+may declare more end states of a run that trained to its last step (``Task.outcomes``, e.g. a
+GAN's ``collapsed``: a failure). ``result.json`` stores the declaration under ``outcomes``
+(``{"completed": true}`` plus the task's own) next to ``success``, so readers never need a list
+of task statuses: use :func:`outcomes`, :func:`measured` and :func:`finished_statuses`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -26,12 +32,46 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 2  # 2: `outcomes` and `success` (the task declares its end states); `decay` replaces `schedule`
+SCHEMA_VERSION = 1
 RESULT = "result.json"
 METRICS = "metrics.jsonl"
 PARTIAL = "metrics.jsonl.partial"
-#: The end states of schema-1 records, which did not store their task's declaration (only GAN tasks had one).
+COMPLETED = "completed"
+DIVERGED = "diverged"
+# Records of schema 1 written before result.json carried ``outcomes``: the only task status then
+# was the GAN's ``collapsed`` (a failure). The one place that knows about it (see outcomes()).
 LEGACY_OUTCOMES = {"completed": True, "collapsed": False}
+
+
+def declared_outcomes(task_outcomes: Mapping[str, bool]) -> dict[str, bool]:
+    """The ``outcomes`` mapping a harness stores in result.json: ``completed`` (a success) plus the task's own."""
+    return {COMPLETED: True, **{str(k): bool(v) for k, v in task_outcomes.items()}}
+
+
+def outcomes(record: Mapping) -> dict[str, bool]:
+    """Status -> success for the statuses of ``record`` that mean "trained to the last step, metric measured".
+
+    Older records without the key fall back to :data:`LEGACY_OUTCOMES`.
+    """
+    declared = record.get("outcomes")
+    return dict(declared) if isinstance(declared, Mapping) else dict(LEGACY_OUTCOMES)
+
+
+def measured(record: Mapping) -> bool:
+    """Whether the run trained to its last step, so its final metric is a measurement."""
+    return record.get("status") in outcomes(record)
+
+
+def succeeded(record: Mapping) -> bool:
+    """Whether the run's status counts as a success (``completed``, or a task outcome declared a success)."""
+    if isinstance(record.get("success"), bool):
+        return record["success"]
+    return bool(outcomes(record).get(record.get("status"), False))
+
+
+def finished_statuses(record: Mapping) -> set[str]:
+    """Statuses a rerun of the same config does not repeat: ``diverged`` and the record's outcomes."""
+    return {DIVERGED, *outcomes(record)}
 
 
 def _clean(v: Any) -> Any:
@@ -147,9 +187,11 @@ def environment(device) -> dict:
         env["cuda"] = torch.version.cuda
     else:
         env["device_name"] = platform.processor() or platform.machine()
-    for mod in ("timm", "transformers", "hydra"):
+    # versions from the installed metadata: importing timm and transformers only to read
+    # __version__ would cost seconds per job
+    for dist in ("timm", "transformers", "hydra-core"):
         try:
-            env[mod] = __import__(mod).__version__
-        except ImportError:
+            env[dist.removesuffix("-core")] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return env

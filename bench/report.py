@@ -14,10 +14,12 @@ Reads every ``result.json`` under a multirun directory (basic and joblib layouts
 
 Statistics (see docs/report.md):
 
-- a run's metric enters its cell's mean only when the run finished (``completed``, or a
-  task's own finished status such as ``collapsed``); diverged, failed, preempted and
-  still-``running`` runs are counted, never averaged;
-- the best LR of a group is chosen among cells whose runs all completed (none diverged);
+- a run's metric enters its cell's mean only when the run trained to its last step: its status is
+  one of the record's declared ``outcomes`` (``completed`` plus the task's own, see
+  ``bench/records.py``); diverged, failed, preempted and still-``running`` runs are counted,
+  never averaged;
+- the best LR of a group is chosen among cells whose runs all succeeded (each status an outcome
+  declared a success: none diverged, none unfinished, none e.g. collapsed);
 - the interval is the 2.5/97.5 percentile of the mean over 2000 resamples of the seeds
   with replacement (numpy RNG seed 0, so the report is deterministic); one seed gives none;
 - alpha is the least-squares slope of log(eta*) on log(B) over batch sizes, eta* the best
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.records import METRICS, RESULT, read_metrics, read_result
+from bench.records import COMPLETED, DIVERGED, METRICS, RESULT, measured, outcomes, read_metrics, read_result, succeeded
 
 BOOT_CELL = 2000  # resamples for a cell's interval
 BOOT_ALPHA = 1000  # resamples for alpha's interval (each refits every group)
-FINISHED_OK = ("completed", "collapsed")  # the run trained to the end: its metric is a measurement
 BASE_KEYS = ["task", "optimizer", "warmup", "batch_size", "lr_base"]
 RENAME = {"optimizer.lr": "lr_base", "batch.size": "batch_size"}  # override keys the record already holds as columns
 NOT_CELL = {"seed", "experiment", "logger", "hardware", "train.force", "report"}  # never split cells
@@ -60,6 +62,7 @@ class Sweep:
     keys: list[str]  # the cell's columns
     metric: str  # column name of the chosen metric ("metric" holds the values)
     modes: dict[str, str]  # task -> "min" | "max" for the chosen metric
+    outcomes: dict[str, bool] = field(default_factory=dict)  # measured statuses seen -> success (records.outcomes)
     warnings: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
 
@@ -185,8 +188,13 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             varying.remove(k)
     keys = BASE_KEYS + varying
 
-    rows, modes = [], {}
+    rows, modes, seen = [], {}, {COMPLETED: True}
     for r in records:
+        declared = outcomes(r)
+        # a record that declares its outcomes names them all; an old record (fallback) only its own status
+        for k, ok in (declared.items() if "outcomes" in r else [(r["status"], declared[r["status"]])] if r["status"] in declared else []):
+            if seen.setdefault(k, ok) != ok:
+                warnings.append(f"status {k!r} is declared a success in some records and a failure in others; read as {seen[k]}")
         name = metric or r.get("primary_metric")
         mode = r["metric_modes"].get(name)
         if mode is None:
@@ -196,6 +204,7 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             raise ReportError(f"metric {name!r} is 'min' in some runs of task {r['task']} and 'max' in others")
         final, best = r.get("final") or {}, r.get("best") or {}
         status = r["status"]
+        ok = measured(r)
         row = {
             "task": r["task"],
             "optimizer": (r.get("choices") or {}).get("optimizer"),
@@ -209,6 +218,8 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         row.update(
             seed=r.get("seed"),
             status=status,
+            measured=ok,
+            success=ok and succeeded(r),
             scaling=r.get("scaling"),
             base_batch_size=r.get("base_batch_size"),
             lr_peak=r.get("lr_peak"),
@@ -216,8 +227,8 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             schedule=r.get("schedule"),
             metric_name=name,
             mode=mode,
-            metric=_number(final.get(name)) if status in FINISHED_OK else math.nan,
-            best_metric=_number(best.get(name)) if status in FINISHED_OK else math.nan,
+            metric=_number(final.get(name)) if ok else math.nan,
+            best_metric=_number(best.get(name)) if ok else math.nan,
             steps=r.get("steps"),
             steps_planned=r.get("steps_planned"),
             diverged_step=r.get("diverged_step"),
@@ -239,13 +250,14 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             row[f"final_{m}"] = _number(final.get(m))
             row[f"best_{m}"] = _number(best.get(m))
         rows.append(row)
-        if status == "running":
-            warnings.append(f"run never finished (status running; killed or still going): {r['_path'].parent}")
+        if not ok and status != DIVERGED:
+            why = {"running": "killed or still going", "failed": "crashed, see its result.json", "preempted": "stopped for a requeue"}.get(status, "unknown status")
+            warnings.append(f"run never finished (status {status}; {why}): {r['_path'].parent}")
     if not rows:
         raise ReportError(f"{root}: no record holds the metric {metric!r}")
     runs = pd.DataFrame(rows).sort_values(keys + ["seed"], kind="stable").reset_index(drop=True)
     names = sorted(runs["metric_name"].unique())
-    return Sweep(root, runs, keys, "/".join(names), modes, warnings, sweep_commands(root))
+    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root))
 
 
 # ---------------------------------------------------------------- statistics
@@ -280,16 +292,30 @@ def summarize(sw: Sweep) -> pd.DataFrame:
             ci_high=hi,
             std=float(vals[ok].std(ddof=1)) if ok.sum() > 1 else math.nan,
             n_runs=len(g),
-            n_completed=int((g["status"] == "completed").sum()),
-            n_diverged=int((g["status"] == "diverged").sum()),
-            n_collapsed=int((g["status"] == "collapsed").sum()),
-            n_unfinished=int((~g["status"].isin(["completed", "diverged", "collapsed"])).sum()),
+            **{f"n_{s}": int((g["status"] == s).sum()) for s in status_columns(sw)},
+            n_unfinished=int((~g["measured"] & (g["status"] != DIVERGED)).sum()),  # failed, preempted, running
+            n_success=int(g["success"].sum()),
             final_train_loss=float(np.nanmean(g["final_train_loss"])) if g["final_train_loss"].notna().any() else math.nan,
             wall_time_s=float(g["wall_time_s"].sum()),
         )
-        row["eligible"] = row["n_completed"] == row["n_runs"]
+        row["eligible"] = row["n_success"] == row["n_runs"]
         out.append(row)
     return pd.DataFrame(out)
+
+
+def status_columns(sw: Sweep) -> list[str]:
+    """Statuses counted per cell: completed, diverged, then each other declared outcome seen in the records."""
+    return [COMPLETED, DIVERGED, *(s for s in sw.outcomes if s != COMPLETED)]
+
+
+def _count_columns(sw: Sweep) -> list[str]:
+    return [f"n_{s}" for s in status_columns(sw)] + ["n_unfinished", "n_success"]
+
+
+def not_ok_text(r, sw: Sweep) -> str:
+    """'1 diverged, 2 collapsed' for a summary or best-LR row: its runs that did not succeed, by status."""
+    parts = [(r[f"n_{s}"], s) for s in status_columns(sw) if not sw.outcomes.get(s, False)] + [(r["n_unfinished"], "unfinished")]
+    return ", ".join(f"{int(n)} {s}" for n, s in parts if n)
 
 
 def _better_idx(means: pd.Series, mode: str):
@@ -307,7 +333,7 @@ def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
         row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0])
         finished = g[g["mean"].notna()]
         if ok.empty and finished.empty:
-            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, n_runs=0, n_diverged=0, eligible=False, edge="no finished run")
+            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, n_runs=0, **{c: 0 for c in _count_columns(sw)}, eligible=False, edge="no finished run")
             out.append(row)
             continue
         # no cell without a diverged run: report the best of the others, flagged (not eligible, no edge check)
@@ -318,7 +344,7 @@ def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
             edge = "single LR"
         if ok.empty:
             edge = "no eligible cell"
-        row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], n_runs=b["n_runs"], n_diverged=b["n_diverged"] + b["n_unfinished"], eligible=not ok.empty, edge=edge)
+        row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], n_runs=b["n_runs"], **{c: b[c] for c in _count_columns(sw)}, eligible=not ok.empty, edge=edge)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -391,12 +417,14 @@ def _cell_text(r) -> str:
 def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of each published table, shared by the markdown and LaTeX writers."""
     group = [k for k in sw.keys if k != "lr_base"]
+    # one count column per status that is not a success (diverged, a task's failed outcome), unfinished when any
+    bad = [s for s in status_columns(sw) if not sw.outcomes.get(s, False)] + (["unfinished"] if summary["n_unfinished"].any() else [])
     cells = [
-        [*(_fmt(r[k]) for k in sw.keys), _cell_text(r), f"{r['n_runs']}", f"{r['n_diverged']}" + ("†" if not r["eligible"] else "")]
+        [*(_fmt(r[k]) for k in sw.keys), _cell_text(r), f"{r['n_runs']}", *(f"{r[f'n_{s}']}" for s in bad[:-1]), f"{r[f'n_{bad[-1]}']}" + ("†" if not r["eligible"] else "")]
         for _, r in summary.iterrows()
     ]
     bests = [
-        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({r['n_diverged']}/{r['n_runs']} diverged)†"), r["edge"]]
+        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({not_ok_text(r, sw)} of {r['n_runs']})†" if r["n_runs"] else "†"), r["edge"]]
         for _, r in best.iterrows()
     ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
@@ -407,7 +435,7 @@ def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[
     ]
     m = sw.metric
     tables = [
-        (f"Cells: final {m}, mean [95% bootstrap interval] over seeds", [*sw.keys, f"{m}", "runs", "diverged"], cells),
+        (f"Cells: final {m}, mean [95% bootstrap interval] over seeds", [*sw.keys, f"{m}", "runs", *bad], cells),
         (f"Best LR per group (mean final {m} of the best eligible cell)", [*group, "lr_base", "lr_peak", m, "edge"], bests),
     ]
     if alphas:  # only sweeps with an LR grid at two or more batch sizes have an alpha
@@ -421,22 +449,38 @@ def write_markdown(path: Path, tables) -> None:
         lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
-    lines.append("† a run of this cell diverged or did not finish: the cell is not eligible as best LR; its mean covers the finished runs only. In the best-LR table, † marks a group where every LR had such runs.")
+    lines.append("† a run of this cell did not succeed (it diverged, did not finish, or ended in an outcome its task declares a failure): the cell is not eligible as best LR; its mean covers the runs that trained to the end only. In the best-LR table, † marks a group where every LR had such runs.")
     path.write_text("\n".join(lines) + "\n")
 
 
-def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("†", r"$^\dagger$"), ("–", "--")):
-        s = s.replace(a, b)
-    return s
+# LaTeX specials in text mode, and the two non-ASCII marks the tables use
+_TEX = {
+    "\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+    "^": r"\textasciicircum{}", "~": r"\textasciitilde{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "†": r"\textsuperscript{\dag}", "–": "--",
+}
+_TEX_RE = re.compile("|".join(re.escape(c) for c in _TEX))
+_NUMERIC = re.compile(r"^(–|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)(\s|\[|†|$)")  # a number, maybe followed by an interval or a mark
+
+
+def tex_escape(text: str) -> str:
+    """``text`` with every LaTeX special escaped (one pass, so no escape is escaped again)."""
+    return _TEX_RE.sub(lambda m: _TEX[m.group()], str(text))
+
+
+def _align(rows: list[list[str]], i: int) -> str:
+    """``r`` for a column whose cells all start with a number (or are empty: –), else ``l``."""
+    return "r" if rows and all(_NUMERIC.match(r[i]) for r in rows) else "l"
 
 
 def write_latex(path: Path, tables) -> None:
-    out = ["% warmup-bench report tables (plain tabular; no extra packages needed)"]
+    """Each table as a booktabs ``tabular``: every cell and header escaped, numeric columns right-aligned."""
+    out = ["% warmup-bench report tables; needs \\usepackage{booktabs}"]
     for title, header, rows in tables:
-        out += [f"% {title}", r"\begin{tabular}{" + "l" * len(header) + "}", r"\hline", " & ".join(_tex(h) for h in header) + r" \\", r"\hline"]
-        out += [" & ".join(_tex(c) for c in r) + r" \\" for r in rows]
-        out += [r"\hline", r"\end{tabular}", ""]
+        spec = "".join(_align(rows, i) for i in range(len(header)))
+        out += [f"% {tex_escape(title)}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+        out += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
+        out += [r"\bottomrule", r"\end{tabular}", ""]
     path.write_text("\n".join(out) + "\n")
 
 
@@ -450,10 +494,38 @@ def _wall(runs: pd.DataFrame) -> str:
     return f"{total:.0f} s of training summed over runs{span}"
 
 
-def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame, figures: list[str], tables) -> None:
+def _commits(runs: pd.DataFrame) -> list[str]:
+    return sorted({str(c) for c in runs["git_commit"].dropna()})
+
+
+def _dirty(runs: pd.DataFrame) -> bool:
+    return bool(runs["git_dirty"].fillna(False).astype(bool).any())
+
+
+def report_warnings(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> list[str]:
+    """Everything a reader should check before trusting the tables: the README lists these, the terminal prints them."""
+    warns = list(sw.warnings)
+    commits = _commits(sw.runs)
+    if len(commits) > 1:
+        warns.append(f"runs come from {len(commits)} different commits")
+    if _dirty(sw.runs):
+        warns.append("some runs were made with uncommitted changes (env.git_dirty)")
+    for _, r in best.iterrows():
+        label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
+        if r["edge"] in ("low", "high"):
+            warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
+        elif r["edge"] in ("no eligible cell", "no finished run"):
+            warns.append(f"every LR has runs that did not succeed for {label}: the best-LR table shows the best of them, marked †")
+    few = summary[summary["n_runs"] < 3]
+    if len(few):
+        warns.append(f"{len(few)} of {len(summary)} cells have fewer than 3 seeds (min {few['n_runs'].min()}): intervals are rough or missing")
+    return warns
+
+
+def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str], tables, warns: list[str]) -> None:
     runs = sw.runs
-    commits = sorted({str(c) for c in runs["git_commit"].dropna()})
-    dirty = bool(runs["git_dirty"].fillna(False).astype(bool).any())
+    commits = _commits(runs)
+    dirty = _dirty(runs)
     hw = runs.drop_duplicates(["host", "device", "device_name", "cpu_count", "torch_threads"])
     counts = runs["status"].value_counts().to_dict()
     lines = [f"# Report: {sw.root.name}", "", f"Sweep directory: `{sw.root}`", ""]
@@ -470,21 +542,6 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, best: pd.DataFram
     lines.append(f"- wall time: {_wall(runs)}")
     lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: final {sw.metric}")
     lines += ["", "## Warnings", ""]
-    warns = list(sw.warnings)
-    if len(commits) > 1:
-        warns.append(f"runs come from {len(commits)} different commits")
-    if dirty:
-        warns.append("some runs were made with uncommitted changes (env.git_dirty)")
-    for _, r in best.iterrows():
-        if r["edge"] in ("low", "high"):
-            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
-            warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
-        elif r["edge"] in ("no eligible cell", "no finished run"):
-            label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
-            warns.append(f"every LR has diverged or unfinished runs for {label}: the best-LR table shows the best of them, marked †")
-    few = summary[summary["n_runs"] < 3]
-    if len(few):
-        warns.append(f"{len(few)} of {len(summary)} cells have fewer than 3 seeds (min {few['n_runs'].min()}): intervals are rough or missing")
     lines += [f"- {w}" for w in warns] or ["- none"]
     lines += ["", "## Files", "", "- `runs.csv` (one row per run), `summary.csv` (cells), `best_lr.csv`, `alpha.csv`, `table.md`, `table.tex`"]
     lines += [f"- `{f}`" for f in figures]
@@ -522,12 +579,13 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     figures = report_plots.all_figures(sw, summary, best, alpha, out, curves) if figures else []
     for name in set(report_plots.FIGURES) - {f.name for f in figures}:
         (out / name).unlink(missing_ok=True)  # a figure from an earlier report of another sweep would mislead
-    write_readme(out / "README.md", sw, summary, best, [f.name for f in figures], tables)
-    return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": sw.warnings, "tables": tables}
+    warns = report_warnings(sw, summary, best)
+    write_readme(out / "README.md", sw, summary, [f.name for f in figures], tables, warns)
+    return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": warns, "tables": tables}
 
 
-def print_summary(res: dict, file=sys.stdout) -> None:
-    """The best-LR and alpha tables and the figure paths, for a terminal."""
+def print_summary(res: dict, file=sys.stdout, warn_file=sys.stderr) -> None:
+    """The best-LR and alpha tables and the figure paths (``file``), and every warning (``warn_file``), for a terminal."""
     for title, header, rows in res["tables"][1:]:
         print(f"\n{title}", file=file)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
@@ -537,8 +595,10 @@ def print_summary(res: dict, file=sys.stdout) -> None:
     print(f"\nreport: {res['out']}  (README.md, table.md, summary.csv, runs.csv)", file=file)
     for f in res["figures"]:
         print(f"figure: {f}", file=file)
+    for w in res["warnings"]:
+        print(f"warning: {w}", file=warn_file)
     if res["warnings"]:
-        print(f"{len(res['warnings'])} warning(s), see {res['out'] / 'README.md'}", file=file)
+        print(f"{len(res['warnings'])} warning(s), also in {res['out'] / 'README.md'}", file=warn_file)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,14 @@
 """Figures of a sweep report (matplotlib, Agg backend): one PNG per question.
 
 - ``heatmap.png``: mean final metric over LR x batch size, one panel per warm-up (rows: task/optimizer);
+  a sweep of one batch size is one LR x warm-up panel instead. The colour scale is fixed per metric
+  (:func:`color_norm`), so two reports of one metric read the same colour the same way;
 - ``lr_vs_batch.png``: best peak LR against batch size (log-log) with the fitted alpha;
-- ``warmup_comparison.png``: metric at the best LR per warm-up and batch size, with intervals;
-- ``curves.png``: train loss and LR against step of the best run per warm-up;
-- ``divergence.png``: fraction of diverged runs per warm-up and LR.
+- ``warmup_comparison.png``: metric at the best LR per warm-up and batch size: every seed, the mean,
+  its 95% interval where there is one (two seeds or more) and n;
+- ``curves.png``: train loss (one panel per model) and the LR (a step function of the logged rows)
+  against step, for the best run per warm-up;
+- ``divergence.png``: fraction of diverged runs against LR per warm-up, one panel per batch size.
 """
 
 from __future__ import annotations
@@ -17,13 +21,53 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from bench.report import not_ok_text  # noqa: E402
 
 DPI = 120
 FIGURES = ("heatmap.png", "lr_vs_batch.png", "warmup_comparison.png", "curves.png", "divergence.png")
 SMOOTH = 9  # logged train rows in the moving average of curves.png (raw values drawn faintly behind)
 WARMUP_ORDER = ["none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential"]
+# Colour range of a metric in heat maps: (low, high, log scale). Fixed, never stretched to the data, so
+# the same colour means the same value in every report; values beyond it take the end colour (the
+# colour bar shows an arrow). Fractions span 0-1; unbounded metrics span the decades they take in practice.
+SCALES: dict[str, tuple[float, float, bool]] = {
+    "val_acc": (0.0, 1.0, False),
+    "val_acc5": (0.0, 1.0, False),
+    "hq_frac": (0.0, 1.0, False),
+    "val_loss": (0.01, 10.0, True),  # cross-entropy in nats: near-perfect to above chance for 1000 classes (ln 1000 = 6.9)
+    "val_ppl": (1.0, 1e4, True),  # perplexity: perfect to worse than uniform over a 10k vocabulary
+    "val_bpc": (0.0, 8.0, False),  # bits per character: 8 = no better than raw bytes
+    "fd": (1.0, 1000.0, True),  # Fréchet distance in classifier features (docs/gan.md)
+    "mode_kl": (0.01, 10.0, True),
+    "class_entropy": (0.0, math.log(10), False),  # nats over 10 digit classes: 0 = one class, ln 10 = uniform
+    "classes": (0.0, 10.0, False),
+}
+
+
+def color_norm(metric: str, values=()) -> Normalize:
+    """The colour scale of ``metric`` in heat maps.
+
+    From :data:`SCALES` when the metric is listed. Otherwise (documented in docs/report.md): 0-1 when
+    every value lies in [0, 1]; else, for positive values spanning more than two decades, the powers
+    of ten around them (log scale); else from 0 (or the lowest value, when negative) to a round
+    number above the highest. Only these unlisted metrics depend on the data.
+    """
+    if metric in SCALES:
+        lo, hi, log = SCALES[metric]
+        return LogNorm(lo, hi, clip=False) if log else Normalize(lo, hi, clip=False)
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if not len(x) or (x.min() >= 0 and x.max() <= 1):
+        return Normalize(0.0, 1.0)
+    if x.min() > 0 and x.max() / x.min() > 100:
+        return LogNorm(10.0 ** math.floor(math.log10(x.min())), 10.0 ** math.ceil(math.log10(x.max()) + 1e-12))
+    ticks = MaxNLocator(5).tick_values(min(x.min(), 0.0), x.max())
+    return Normalize(float(ticks[0]), float(ticks[-1]))
 
 
 def _warmups(df: pd.DataFrame) -> list[str]:
@@ -39,9 +83,9 @@ def _facets(df: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]
     return [(", ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,))), g) for key, g in df.groupby(keys, sort=True, dropna=False)]
 
 
-def _metric_label(sw, mode: str | None = None) -> str:
+def _metric_label(sw, mode: str | None = None, name: str | None = None) -> str:
     mode = mode or next(iter(sw.modes.values()))
-    return f"final {sw.metric} ({'higher' if mode == 'max' else 'lower'} is better)"
+    return f"final {name or sw.metric} ({'higher' if mode == 'max' else 'lower'} is better)"
 
 
 def _lr_label(sw) -> str:
@@ -56,59 +100,106 @@ def _other_keys(sw) -> list[str]:
     return [k for k in sw.keys if k not in ("warmup", "batch_size", "lr_base")]
 
 
+def _fmt_value(v: float) -> str:
+    return "–" if not math.isfinite(v) else f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def _mark_best(ax, x: float, y: float) -> None:
+    """A black frame with a white frame inside it: visible on every colour of the map."""
+    ax.add_patch(plt.Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, ec="black", lw=3.2, zorder=3))
+    ax.add_patch(plt.Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, ec="white", lw=1.3, zorder=4))
+
+
+def _heat_panel(ax, sw, cells: pd.DataFrame, xkey: str, xs: list, lrs: list, best: pd.DataFrame, norm, cmap) -> object:
+    """One LR (rows) x ``xkey`` (columns) map of cell means, each cell labelled with its mean and n."""
+    grid = np.full((len(lrs), len(xs)), np.nan)
+    for _, r in cells.iterrows():
+        grid[lrs.index(r["lr_base"]), xs.index(r[xkey])] = r["mean"]
+    im = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap=cmap, norm=norm)
+    ax.set_facecolor("0.85")  # a cell without a finished run
+    for _, r in cells.iterrows():
+        y, x = lrs.index(r["lr_base"]), xs.index(r[xkey])
+        bad = not_ok_text(r, sw)
+        txt = f"{_fmt_value(r['mean'])}\nn={r['n_runs']}"
+        if math.isfinite(r["mean"]):
+            red, green, blue, _ = cmap(norm(np.clip(r["mean"], norm.vmin, norm.vmax)))
+            dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # perceived brightness of the cell's colour
+            color = "white" if dark else "black"
+        else:
+            color = "black"
+        ax.text(x, y + (0.12 if bad else 0), txt, ha="center", va="center", fontsize=7, color=color, zorder=5)
+        if bad:  # readable on any colour: a white box with a red frame
+            ax.text(x, y - 0.28, "✕ " + bad, ha="center", va="center", fontsize=6, color="red", zorder=5,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="red", alpha=0.9))
+    for _, r in best[best["eligible"]].iterrows():
+        if math.isfinite(r["lr_base"]) and r["lr_base"] in lrs and r[xkey] in xs:
+            _mark_best(ax, xs.index(r[xkey]), lrs.index(r["lr_base"]))
+    ax.set_yticks(range(len(lrs)), [f"{v:.3g}" for v in lrs])
+    return im
+
+
 def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
-    warmups = _warmups(summary)
+    """Mean metric per cell on a fixed colour scale; the best LR per group framed; n and failed runs per cell.
+
+    With several batch sizes: LR x batch size, one panel per warm-up (and per other key). With one batch
+    size: one LR x warm-up panel per other key, so the warm-ups sit side by side on one colour scale.
+    """
     facets = _facets(summary, _other_keys(sw))
-    nb, nl = summary["batch_size"].nunique(), summary["lr_base"].nunique()
-    w, h = max(3.2, 0.9 * nb + 1.6), max(2.6, 0.42 * nl + 1.4)
-    # one row per facet and one column per warm-up; a single warm-up puts the facets side by side instead
-    side = len(warmups) == 1
-    nrows, ncols = (1, len(facets)) if side else (len(facets), len(warmups))
-    fig, grid_axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.4, h * nrows + 0.9), squeeze=False, constrained_layout=True)
-    axes = [[grid_axes[0][i]] for i in range(len(facets))] if side else grid_axes
-    finite = summary["mean"][np.isfinite(summary["mean"])]
-    vmin, vmax = (finite.min(), finite.max()) if len(finite) else (0, 1)
-    im = None
+    single = summary["batch_size"].nunique() == 1
+    warmups = _warmups(summary)
+    nl = summary["lr_base"].nunique()
+    if single:
+        ncols, nrows = len(facets), 1
+        w, h = max(3.4, 0.95 * len(warmups) + 1.8), max(2.8, 0.5 * nl + 1.4)
+    else:
+        ncols, nrows = len(warmups), len(facets)
+        w, h = max(3.4, 0.95 * summary["batch_size"].nunique() + 1.8), max(2.8, 0.5 * nl + 1.4)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.6, h * nrows + 1.1), squeeze=False, constrained_layout=True)
+    metrics = sorted(summary["metric_name"].unique())
+    shared = len(metrics) == 1
+    last = {}
     for i, (label, g) in enumerate(facets):
-        mode = g["mode"].iloc[0]
-        cmap = "viridis" if mode == "max" else "viridis_r"
-        bs, lrs = sorted(g["batch_size"].unique()), sorted(g["lr_base"].unique())
-        for j, wu in enumerate(warmups):
-            ax = axes[i][j]
-            gw = g[g["warmup"] == wu]
-            grid = np.full((len(lrs), len(bs)), np.nan)
-            for _, r in gw.iterrows():
-                grid[lrs.index(r["lr_base"]), bs.index(r["batch_size"])] = r["mean"]
-            im = ax.imshow(grid, origin="lower", aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax)
-            ax.set_facecolor("0.85")
-            for _, r in gw.iterrows():
-                y, x = lrs.index(r["lr_base"]), bs.index(r["batch_size"])
-                txt = "–" if not math.isfinite(r["mean"]) else f"{r['mean']:.2f}" if abs(r["mean"]) < 100 else f"{r['mean']:.0f}"
-                bad = r["n_diverged"] + r["n_unfinished"]
-                if bad:
-                    txt += f"\n✕{bad}/{r['n_runs']}"
-                light = math.isfinite(r["mean"]) and (r["mean"] - vmin) / max(vmax - vmin, 1e-12) > 0.6
-                light = light if mode == "max" else not light
-                box = dict(boxstyle="round,pad=0.2", fc="white", ec="red", alpha=0.85) if bad else None  # readable on any colour
-                ax.text(x, y, txt, ha="center", va="center", fontsize=7, color="red" if bad else "black" if light else "white", fontweight="bold" if bad else "normal", bbox=box)
-            sel = best[(best["warmup"] == wu) & best["eligible"]]
-            for k in _other_keys(sw):
-                sel = sel[sel[k] == g[k].iloc[0]]
-            for _, r in sel.iterrows():
-                if math.isfinite(r["lr_base"]) and r["lr_base"] in lrs and r["batch_size"] in bs:
-                    ax.add_patch(plt.Rectangle((bs.index(r["batch_size"]) - 0.5, lrs.index(r["lr_base"]) - 0.5), 1, 1, fill=False, ec="red", lw=2))
-            ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
-            ax.set_yticks(range(len(lrs)), [f"{v:.3g}" for v in lrs])
-            ax.set_xlabel("batch size (examples/step)")
-            if ax is grid_axes[0][0] or (not side and j == 0):
-                ax.set_ylabel(_lr_label(sw) if len(_lr_label(sw)) < 30 else "optimizer.lr (base LR)")
-            ax.set_title(f"warm-up: {wu}" + (f"\n{label}" if label else ""), fontsize=10)
-    cb = fig.colorbar(im, ax=grid_axes, shrink=0.8)
-    cb.set_label(_metric_label(sw))
-    fig.suptitle(f"Mean final {sw.metric} over seeds\nred box: best LR per batch (no run diverged); ✕k/n: k of n runs diverged or unfinished", fontsize=10)
+        name, mode = g["metric_name"].iloc[0], g["mode"].iloc[0]
+        norm = color_norm(name, summary.loc[summary["metric_name"] == name, "mean"])
+        cmap = plt.get_cmap("viridis" if mode == "max" else "viridis_r")  # bright = better either way
+        lrs = sorted(g["lr_base"].unique())
+        sel = best
+        for k in _other_keys(sw):
+            sel = sel[sel[k] == g[k].iloc[0]]
+        panels = [(axes[0][i], g, "warmup", [w for w in warmups if w in set(g["warmup"])], sel, f"batch size {int(g['batch_size'].iloc[0])}")] if single else [
+            (axes[i][j], g[g["warmup"] == wu], "batch_size", sorted(g["batch_size"].unique()), sel[sel["warmup"] == wu], f"warm-up: {wu}") for j, wu in enumerate(warmups)
+        ]
+        for ax, cells, xkey, xs, b, title in panels:
+            last[name] = (_heat_panel(ax, sw, cells, xkey, xs, lrs, b, norm, cmap), norm)
+            if xkey == "warmup":
+                ax.set_xticks(range(len(xs)), xs, rotation=20 if len(xs) > 3 else 0)
+                ax.set_xlabel("warm-up")
+            else:
+                ax.set_xticks(range(len(xs)), [str(int(v)) for v in xs])
+                ax.set_xlabel("batch size (examples/step)")
+            ax.set_ylabel("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw))
+            ax.set_title(title + (f"\n{label}" if label else ""), fontsize=10)
+            if not shared:
+                fig.colorbar(last[name][0], ax=ax, shrink=0.85, extend=_extend(cells["mean"], norm)).set_label(_metric_label(sw, mode, name), fontsize=8)
+    if shared:
+        im, norm = last[metrics[0]]
+        fig.colorbar(im, ax=axes, shrink=0.85, extend=_extend(summary["mean"], norm)).set_label(_metric_label(sw) + _scale_note(metrics[0]))
+    fig.suptitle(f"Mean final {sw.metric} over seeds (n = runs per cell)\nframed: best LR (every run succeeded); ✕: runs that did not succeed", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _extend(values, norm) -> str:
+    """Colour-bar arrows for values beyond the fixed range."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    lo, hi = bool(len(x) and x.min() < norm.vmin), bool(len(x) and x.max() > norm.vmax)
+    return "both" if lo and hi else "min" if lo else "max" if hi else "neither"
+
+
+def _scale_note(metric: str) -> str:
+    return "" if metric in SCALES else " (range from the data)"
 
 
 def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path:
@@ -158,9 +249,21 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
     return path
 
 
+def _cell_runs(sw, row) -> pd.DataFrame:
+    """The runs of the cell that ``row`` (a summary or best-LR row with every cell key) stands for."""
+    runs = sw.runs
+    for k in sw.keys:
+        runs = runs[runs[k] == row[k]]
+    return runs
+
+
 def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
+    """At the best LR per warm-up and batch size: each seed (dots), the mean, its 95% interval and n.
+
+    One seed has no interval: its mean is drawn without a bar and labelled so.
+    """
     facets = _facets(best, _other_keys(sw))
-    fig, axes = plt.subplots(1, len(facets), figsize=(6.2 * len(facets), 4.6), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(1, len(facets), figsize=(6.4 * len(facets), 4.8), squeeze=False, constrained_layout=True)
     warmups = _warmups(best)
     for ax, (label, g) in zip(axes[0], facets):
         bs = sorted(g["batch_size"].unique())
@@ -172,30 +275,41 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
                     continue
                 r = gw.loc[b]
                 x = i + (k - (len(warmups) - 1) / 2) * width
-                lo = r["mean"] - r["ci_low"] if math.isfinite(r["ci_low"]) else 0
-                hi = r["ci_high"] - r["mean"] if math.isfinite(r["ci_high"]) else 0
-                # hollow: every LR of this group had diverged runs; the mean covers the finished runs only
-                ax.errorbar([x], [r["mean"]], yerr=[[lo], [hi]], fmt="o", color=color, mfc=color if r["eligible"] else "white", capsize=3)
+                vals = _cell_runs(sw, r.to_dict() | {"batch_size": b})["metric"].dropna().to_numpy(float)
+                ax.plot(np.full(len(vals), x + 0.12 * width), vals, ".", color=color, alpha=0.5, ms=4)
+                has_ci = math.isfinite(r["ci_low"])
+                yerr = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]] if has_ci else None
+                # hollow: every LR of this group had runs that did not succeed; the mean covers those that trained to the end
+                ax.errorbar([x], [r["mean"]], yerr=yerr, fmt="o", color=color, mfc=color if r["eligible"] else "white", capsize=3, ms=6)
+                note = f"n={len(vals)}" + ("" if has_ci else ", no interval")
                 if not r["eligible"]:
-                    ax.annotate(f"✕{r['n_diverged']}/{r['n_runs']}", (x, r["mean"]), xytext=(4, 0), textcoords="offset points", fontsize=7, color="red", va="center")
+                    note += f"\n✕ {not_ok_text(r, sw)}"
+                ax.annotate(note, (x, r["mean"]), xytext=(-7, 0), textcoords="offset points", fontsize=6, ha="right", va="center", color="red" if not r["eligible"] else "0.25")
             ax.errorbar([], [], fmt="o", color=color, label=wu)
         ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
-        ax.set_xlim(-0.6, len(bs) - 0.3)  # room for the ✕k/n labels on the right
+        ax.set_xlim(-0.6, len(bs) - 0.4)
         ax.set_xlabel("batch size (examples/step)")
-        ax.set_ylabel(_metric_label(sw, g["mode"].iloc[0]))
-        ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size (hollow, ✕k/n: k of n runs diverged there)", fontsize=9)
+        ax.set_ylabel(_metric_label(sw, g["mode"].iloc[0], g["metric_name"].iloc[0]))
+        ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size; dots: single seeds", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(title="warm-up", fontsize=8)
-    fig.suptitle("Warm-up comparison: mean over seeds with 95% bootstrap interval", fontsize=11)
+    fig.suptitle("Warm-up comparison: mean over seeds, 95% bootstrap interval\n(n = seeds; hollow: some runs did not succeed)", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def _models(m: pd.DataFrame) -> list[str]:
+    """Model names of a multi-model run's rows (``train_loss/<model>``), or [] for one model."""
+    return sorted(c.split("/", 1)[1] for c in m.columns if c.startswith("train_loss/"))
 
 
 def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | None:
     """Loss and LR against step, per warm-up: the best run (seed) of the best eligible cell at the largest batch.
 
     The largest batch is where warm-up matters (Goyal et al.); at small batches all warm-ups look alike.
+    A multi-model task (a GAN) gets one loss panel per model. The LR is drawn as logged: a step function
+    holding each logged row's value until the next row.
     """
     fin = summary[summary["mean"].notna()]
     if fin.empty:
@@ -203,65 +317,86 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     big = fin["batch_size"].max()
     picks = []
     for label, g in _facets(fin[fin["batch_size"] == big], _other_keys(sw) + ["warmup"]):
-        g = g[g["eligible"]] if g["eligible"].any() else g  # prefer cells where no run diverged
+        g = g[g["eligible"]] if g["eligible"].any() else g  # prefer cells where every run succeeded
         mode = g["mode"].iloc[0]
         cell = g.loc[g["mean"].idxmax() if mode == "max" else g["mean"].idxmin()]
-        runs = sw.runs
-        for k in sw.keys:
-            runs = runs[runs[k] == cell[k]]
+        runs = _cell_runs(sw, cell)
         run = runs.loc[runs["metric"].idxmax() if mode == "max" else runs["metric"].idxmin()]
         picks.append((f"{label or cell['warmup']}: lr={cell['lr_base']:.3g}, seed {run['seed']}", run["dir"], cell["warmup"]))
     rank = {w: i for i, w in enumerate(WARMUP_ORDER)}
     picks = [(lab, d) for lab, d, w in sorted(picks, key=lambda p: rank.get(p[2], len(rank)))][:10]  # beyond ten lines the figure stops being readable
-    if not picks:
+    loaded = [(label, read_curves(d), color) for (label, d), color in zip(picks, plt.cm.tab10.colors)]
+    loaded = [(label, m[m["kind"] == "train"], color) for label, m, color in loaded if not m.empty and "kind" in m]
+    if not loaded:
         return None
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
-    for (label, d), color in zip(picks, plt.cm.tab10.colors):
-        m = read_curves(d)
-        if m.empty or "kind" not in m:
-            continue
-        tr = m[m["kind"] == "train"]
-        if "train_loss" in tr:
-            t = tr[tr["train_loss"].notna()]
-            ax1.plot(t["step"], t["train_loss"], color=color, lw=0.6, alpha=0.3)
+    models = sorted({n for _, m, _ in loaded for n in _models(m)})
+    loss_cols = [(f"train_loss/{n}", n) for n in models] or [("train_loss", None)]
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(loss_cols) + 1, figsize=(5.6 * (len(loss_cols) + 1), 4.6), squeeze=False, constrained_layout=True)
+    axes = axes[0]
+    for label, tr, color in loaded:
+        for ax, (col, name) in zip(axes, loss_cols):
+            if col not in tr:
+                continue
+            t = tr[tr[col].notna()]
+            ax.plot(t["step"], t[col], color=color, lw=0.6, alpha=0.3)
             window = max(1, min(SMOOTH, len(t) // 20))  # short runs are drawn as they are
-            smooth = t["train_loss"].rolling(window, min_periods=1, center=True).mean()
-            ax1.plot(t["step"], smooth, color=color, lw=1.6, label=label)
-        lr_cols = ["lr"] if "lr" in tr else sorted(c for c in tr.columns if c.startswith("lr/"))
-        for c, ls in zip(lr_cols, ["-", "--", ":", "-."]):
-            t = tr[tr[c].notna()]
-            ax2.plot(t["step"], t[c], color=color, ls=ls, lw=1.2, label=f"{label} ({c})" if len(lr_cols) > 1 else label)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("optimizer step")
-    ax1.set_ylabel("train loss (log scale)")
-    ax1.set_title(f"train loss, best run per warm-up, batch {int(big)}\n(thick: moving average of up to {SMOOTH} logged steps)", fontsize=10)
-    ax2.set_xlabel("optimizer step")
-    ax2.set_ylabel("learning rate (applied at this step)")
-    ax2.set_title("LR schedule of the same runs", fontsize=10)
-    for ax in (ax1, ax2):
+            ax.plot(t["step"], t[col].rolling(window, min_periods=1, center=True).mean(), color=color, lw=1.6, label=label)
+        lr_cols = [(f"lr/{n}", n) for n in models] if models else [("lr", None)]
+        for (c, name), ls in zip(lr_cols, styles):
+            if c in tr:
+                t = tr[tr[c].notna()]
+                axes[-1].plot(t["step"], t[c], color=color, ls=ls, lw=1.3, drawstyle="steps-post")
+    positive = all((tr[c].dropna() > 0).all() for _, tr, _ in loaded for c, _ in loss_cols if c in tr)
+    for ax, (col, name) in zip(axes, loss_cols):
+        if positive:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{name + ' ' if name else ''}train loss" + (" (log scale)" if positive else ""))
+        ax.set_title((f"{name}: " if name else "") + f"train loss, best run per warm-up, batch {int(big)}\n(thick: moving average of up to {SMOOTH} logged steps)", fontsize=9)
+    axes[0].legend(fontsize=7, title="run (colour)")
+    lr_ax = axes[-1]
+    lr_ax.set_xlabel("optimizer step")
+    lr_ax.set_ylabel("learning rate (applied at this step)")
+    lr_ax.set_title("LR of the same runs, as logged (held until the next logged row)", fontsize=9)
+    if models:  # a legend for the line styles: which model each style is
+        lr_ax.legend(handles=[Line2D([], [], color="black", ls=ls, label=n) for n, ls in zip(models, styles)], title="model (line style)", fontsize=7)
+    for ax in axes:
         ax.grid(True, alpha=0.3)
-    ax1.legend(fontsize=7)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 def divergence(sw, path: Path) -> Path:
+    """Fraction of diverged runs against LR per warm-up: one panel per batch size (columns) and other key (rows)."""
     runs = sw.runs
     facets = _facets(runs, _other_keys(sw))
-    fig, axes = plt.subplots(1, len(facets), figsize=(6.2 * len(facets), 4.4), squeeze=False, constrained_layout=True)
-    for ax, (label, g) in zip(axes[0], facets):
-        for wu, color in zip(_warmups(g), plt.cm.tab10.colors):
-            f = g[g["warmup"] == wu].groupby("lr_base")["status"].agg(lambda s: (s == "diverged").mean())
-            ax.plot(f.index, f.values, "o-", color=color, label=wu)
-        ax.set_xscale("log")
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel(_lr_label(sw) + ", log scale")
-        ax.set_ylabel("fraction of runs diverged")
-        ax.set_title((label + "\n" if label else "") + f"all batch sizes and seeds pooled ({g['batch_size'].nunique()} sizes)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(title="warm-up", fontsize=8)
-    fig.suptitle("Stable LR range: diverged runs per warm-up and LR", fontsize=11)
+    bs = sorted(runs["batch_size"].unique())
+    fig, axes = plt.subplots(len(facets), len(bs), figsize=(4.6 * len(bs) + 0.6, 3.9 * len(facets) + 0.6), squeeze=False, constrained_layout=True, sharey=True)
+    for i, (label, g) in enumerate(facets):
+        for j, b in enumerate(bs):
+            ax = axes[i][j]
+            gb = g[g["batch_size"] == b]
+            for m, (wu, color) in enumerate(zip(_warmups(g), plt.cm.tab10.colors)):
+                st = gb[gb["warmup"] == wu].groupby("lr_base")["status"]
+                k, n = st.agg(lambda s: (s == "diverged").sum()), st.size()
+                if not len(n):
+                    continue
+                # each warm-up its own marker, smaller on top: curves that coincide stay visible
+                ax.plot(n.index, k / n, "os^Dv"[m % 5] + ["-", "--", ":", "-."][m % 4], color=color, ms=max(3, 9 - 2 * m), lw=1.4, label=wu)
+                for lr, kk, nn in zip(n.index, k, n):
+                    if kk:
+                        ax.annotate(f"{kk}/{nn}", (lr, kk / nn), xytext=(3, 3), textcoords="offset points", fontsize=6, color=color)
+            ax.set_xscale("log")
+            ax.set_ylim(-0.05, 1.1)
+            ax.set_xlabel(("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw)) + ", log scale")
+            if j == 0:
+                ax.set_ylabel("fraction of runs diverged")
+            ax.set_title(f"batch size {int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
+            ax.grid(True, alpha=0.3)
+        axes[i][0].legend(title="warm-up", fontsize=8)
+    fig.suptitle("Stable LR range: diverged runs per warm-up and LR (k/n: k of n seeds diverged)", fontsize=11)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

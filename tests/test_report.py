@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_cells_means_intervals_and_diverged_counts(tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     assert "0.92 [" in md and "1†" in md
     tex = (tmp_path / "out" / "table.tex").read_text()
-    assert r"\begin{tabular}" in tex and "$^\\dagger$" in tex
+    assert r"\begin{tabular}{lllrrrrr}" in tex and r"\toprule" in tex and r"1\textsuperscript{\dag}" in tex and r"lr\_base" in tex
     for name in ("heatmap", "warmup_comparison", "divergence", "curves"):
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
 
@@ -196,3 +197,169 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     p = _cli(sweep, "--out", tmp_path / "o")
     assert p.returncode == 0, p.stderr
     assert "Best LR per group" in p.stdout and str(tmp_path / "o" / "heatmap.png") in p.stdout
+
+
+# ---------------------------------------------------------------- declared outcomes
+
+
+def test_statuses_come_from_the_records_declared_outcomes(tmp_path):
+    """A task status the harness has never heard of ('shaky', a success; 'stalled', a failure) is counted
+    from the records' ``outcomes``; old records without the key fall back to completed/collapsed."""
+    recs = []
+    for seed, status in enumerate(["completed", "shaky", "stalled", "diverged", "failed"]):
+        r = record(seed, lr=0.1, seed=seed, acc=0.8 + 0.01 * seed, status=status)
+        r.update(outcomes={"completed": True, "shaky": True, "stalled": False}, success=status in ("completed", "shaky"))
+        if status == "failed":
+            r.update(final=None, best=None)
+        recs.append(r)
+    for seed in range(2):  # a second LR, all completed: the only eligible cell
+        r = record(10 + seed, lr=0.3, seed=seed, acc=0.7)
+        r.update(outcomes={"completed": True, "shaky": True, "stalled": False}, success=True)
+        recs.append(r)
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    s = res["summary"].set_index("lr_base")
+    assert [c for c in s.columns if c.startswith("n_")] == ["n_runs", "n_completed", "n_diverged", "n_shaky", "n_stalled", "n_unfinished", "n_success"]
+    c = s.loc[0.1]
+    assert (c["n_runs"], c["n_completed"], c["n_diverged"], c["n_shaky"], c["n_stalled"], c["n_unfinished"], c["n_success"]) == (5, 1, 1, 1, 1, 1, 2)
+    assert c["mean"] == pytest.approx((0.80 + 0.81 + 0.82) / 3)  # completed, shaky and stalled trained to the end
+    assert not c["eligible"] and s.loc[0.3, "eligible"]
+    assert res["best"]["lr_base"].iloc[0] == 0.3
+    assert any("never finished (status failed" in w for w in res["warnings"])
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| runs | diverged | stalled | unfinished |" in md  # a column per status that is not a success
+    # the same sweep as old schema-1 records: no outcomes key, so the documented fallback applies
+    old = [dict(r) for r in recs if r["status"] in ("completed", "diverged")]
+    for r in old:
+        del r["outcomes"], r["success"]
+    old[0]["status"] = "collapsed"
+    res = rep.report(write_sweep(tmp_path / "old", old), tmp_path / "out_old", figures=False)
+    s = res["summary"].set_index("lr_base")
+    assert s.loc[0.1, "n_collapsed"] == 1 and s.loc[0.1, "n_success"] == 0 and "n_shaky" not in s.columns
+
+
+def test_records_helpers_for_the_harness():
+    from bench import records
+
+    gan = {"status": "collapsed", "outcomes": records.declared_outcomes({"collapsed": False})}
+    assert gan["outcomes"] == {"completed": True, "collapsed": False}
+    assert records.finished_statuses(gan) == {"diverged", "completed", "collapsed"}
+    assert records.measured(gan) and not records.succeeded(gan)
+    assert not records.measured({"status": "diverged", "outcomes": {"completed": True}})
+    assert not records.measured({"status": "running", "outcomes": {"completed": True}})
+    assert records.finished_statuses({"status": "completed"}) == {"diverged", "completed", "collapsed"}  # schema 1 fallback
+    assert records.succeeded({"status": "completed"}) and not records.succeeded({"status": "failed"})
+
+
+# ---------------------------------------------------------------- LaTeX
+
+
+SPECIALS = r"a_b%c&d#e$f^g~h{i}j\k"
+ESCAPED = r"a\_b\%c\&d\#e\$f\textasciicircum{}g\textasciitilde{}h\{i\}j\textbackslash{}k"
+
+
+def _special_tables():
+    return [("title with _ and %", ["name " + SPECIALS, "value"], [[SPECIALS, "0.5 [0.4, 0.6]"], ["x", "–"], ["y", "12†"]])]
+
+
+def test_latex_escapes_every_special_and_right_aligns_numbers(tmp_path):
+    assert rep.tex_escape(SPECIALS) == ESCAPED
+    rep.write_latex(tmp_path / "t.tex", _special_tables())
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\begin{tabular}{lr}" in tex and r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert f"name {ESCAPED} & value \\\\" in tex
+    assert f"{ESCAPED} & 0.5 [0.4, 0.6] \\\\" in tex and r"y & 12\textsuperscript{\dag} \\" in tex
+    assert "% title with \\_ and \\%" in tex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed: the compile check needs it (the escape test above runs anyway)")
+def test_latex_tables_compile(tmp_path):
+    rep.report(small_sweep(tmp_path / "sweep"), tmp_path / "out", figures=False)
+    rep.write_latex(tmp_path / "special.tex", _special_tables())
+    doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{out/table.tex}\n\\input{special.tex}\n\\end{document}\n"
+    (tmp_path / "doc.tex").write_text(doc)
+    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+# ---------------------------------------------------------------- figures and terminal
+
+
+def test_colour_scale_is_fixed_per_metric_not_stretched_to_the_data(tmp_path):
+    from bench import report_plots
+
+    low = [0.50, 0.52, 0.55]
+    high = [0.90, 0.95, 0.99]
+    for metric in ("val_acc", "val_loss", "fd"):
+        a, b = report_plots.color_norm(metric, low), report_plots.color_norm(metric, high)
+        assert (a.vmin, a.vmax) == (b.vmin, b.vmax) == report_plots.SCALES[metric][:2]
+    assert (report_plots.color_norm("val_acc").vmin, report_plots.color_norm("val_acc").vmax) == (0.0, 1.0)
+    # an unlisted metric: 0-1 for fractions, else decades around the values (documented fallback)
+    assert (report_plots.color_norm("new_frac", low).vmin, report_plots.color_norm("new_frac", low).vmax) == (0.0, 1.0)
+    wide = report_plots.color_norm("new_loss", [3.0, 400.0])
+    assert (wide.vmin, wide.vmax) == (1.0, 1000.0)
+    assert report_plots.color_norm("modes", [0.9, 6.8]).vmin == 0.0  # a count: linear from 0
+    # two real reports with different data ranges draw their heat maps on the same scale
+    ranges = []
+    for name, accs in (("lo", low), ("hi", high)):
+        recs = [record(i, lr=lr, seed=s, acc=a) for i, (lr, a) in enumerate(zip((0.1, 0.3, 1.0), accs)) for s in range(2)]
+        rep.report(write_sweep(tmp_path / name, recs), tmp_path / f"out_{name}", figures=True)
+        fig_norms = []
+        orig = report_plots.plt.Figure.savefig
+
+        def grab(fig, *a, **k):
+            fig_norms.extend((im.norm.vmin, im.norm.vmax) for ax in fig.axes for im in ax.images)
+            return orig(fig, *a, **k)
+
+        report_plots.plt.Figure.savefig = grab
+        try:
+            sw = rep.load(tmp_path / name)
+            summary = rep.summarize(sw)
+            report_plots.heatmap(sw, summary, rep.best_lr(sw, summary), tmp_path / f"h_{name}.png")
+        finally:
+            report_plots.plt.Figure.savefig = orig
+        ranges.append(set(fig_norms))
+    assert ranges[0] == ranges[1] == {(0.0, 1.0)}
+
+
+def test_multi_model_curves_and_single_batch_heatmap(tmp_path):
+    """A GAN-like sweep (train_loss/<model>, lr/<model>) of one batch size: per-model loss panels; one LR x warm-up map."""
+    from bench import report_plots
+
+    recs = [record(i, warmup=w, lr=lr, seed=s) for i, (w, lr, s) in enumerate((w, lr, s) for w in ("none", "linear") for lr in (0.1, 1.0) for s in range(2))]
+    root = tmp_path / "sweep"
+    write_sweep(root, recs)
+    for d in sorted(p for p in root.iterdir()):
+        rows = [{"kind": "train", "step": s, "lr/discriminator": 0.1, "lr/generator": 0.05, "train_loss/discriminator": 1.0, "train_loss/generator": 2.0, "train_loss": 3.0} for s in range(0, 100, 10)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    sw = rep.load(root)
+    summary = rep.summarize(sw)
+    grabbed = []
+    orig = report_plots.plt.Figure.savefig
+
+    def grab(fig, *a, **k):
+        grabbed.append(fig)
+        return orig(fig, *a, **k)
+
+    report_plots.plt.Figure.savefig = grab
+    try:
+        report_plots.curves_figure(sw, summary, tmp_path / "c.png", rep.curves)
+        report_plots.heatmap(sw, summary, rep.best_lr(sw, summary), tmp_path / "h.png")
+    finally:
+        report_plots.plt.Figure.savefig = orig
+    curves, heat = grabbed
+    titles = [ax.get_title() for ax in curves.axes]
+    assert titles[0].startswith("discriminator:") and titles[1].startswith("generator:") and len(titles) == 3
+    assert [t.get_text() for t in curves.axes[2].get_legend().get_texts()] == ["discriminator", "generator"]
+    assert all(line.get_drawstyle() == "steps-post" for line in curves.axes[2].lines)
+    maps = [ax for ax in heat.axes if ax.images]
+    assert len(maps) == 1 and [t.get_text() for t in maps[0].get_xticklabels()] == ["none", "linear"]
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_cli_prints_warnings_on_stderr(tmp_path):
+    p = _cli(small_sweep(tmp_path / "sweep"), "--out", tmp_path / "o")
+    assert p.returncode == 0, p.stderr
+    assert "warning: best LR on the high edge of the grid" in p.stderr
+    assert "warning: 4 of 4 cells have fewer than 3 seeds" not in p.stderr  # three seeds per cell here
+    assert "warning:" not in p.stdout
