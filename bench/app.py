@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench import checkpoint as ckpt
 from bench.distributed import from_environment
 from bench.errors import ConfigError, bad
-from bench.loggers import Loggers, WandbLogger
+from bench.loggers import Loggers, RunContext, build_loggers, logger_choice
 from bench.loop import train
 from bench.plan import make_plan, validate
 from bench.records import FINISHED, RESULT, SCHEMA_VERSION, config_hash, environment, read_result, write_json_atomic
@@ -73,6 +73,7 @@ def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra")}
+    choices["logger"] = logger_choice(cfg.logger)  # Hydra records none for a list such as logger=[wandb,tensorboard]
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -131,10 +132,10 @@ def run(cfg: DictConfig) -> dict:
     }
     extra = []
     if dist.is_main:
+        sweep_name = Path(hc.sweep.dir).name if multirun else None
+        ctx = RunContext(out_dir=out_dir, config=resolved, choices=choices, sweep_name=sweep_name, job_name=hc.job.override_dirname or hc.job.name, config_hash=chash, multirun=multirun)
+        extra = build_loggers(cfg.logger, ctx)  # before the record: a bad logger entry is a config error
         write_json_atomic(out_dir / RESULT, record)
-        if cfg.logger.name == "wandb":
-            sweep_name = Path(hc.sweep.dir).name if multirun else None
-            extra.append(WandbLogger(cfg, resolved, choices, out_dir, sweep_name, hc.job.override_dirname or hc.job.name, chash))
     logger = Loggers(out_dir, extra)
     preempt = ckpt.PreemptFlag()
     preempt.install()
@@ -145,7 +146,7 @@ def run(cfg: DictConfig) -> dict:
     except Exception as e:
         record.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(), wall_time_s=time.perf_counter() - t0)
         if dist.is_main:
-            logger.finish(record)
+            logger.close(record)
             write_json_atomic(out_dir / RESULT, record)
         raise
     wall = time.perf_counter() - t0
@@ -178,7 +179,7 @@ def run(cfg: DictConfig) -> dict:
         if outcome.preempted:
             write_json_atomic(out_dir / RESULT, record)
         else:
-            logger.finish(record)
+            logger.close(record)
             write_json_atomic(out_dir / RESULT, record)
             ckpt.remove(out_dir)
     dist.close()

@@ -66,7 +66,7 @@ def _harness(cfg, task, plan) -> float:
     with tempfile.TemporaryDirectory() as out:
         logger = Loggers(Path(out), [])
         outcome = train(cfg, task, plan, logger, Dist(), Path(out), PreemptFlag())
-        logger.finish({})
+        logger.close({})
     assert outcome.status == "completed", outcome
     return outcome.train_time_s
 
