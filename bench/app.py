@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench import checkpoint as ckpt
 from bench.distributed import Dist, from_environment
 from bench.errors import ConfigError, bad
-from bench.loggers import Loggers, WandbLogger
+from bench.loggers import Loggers, RunContext, build_loggers, logger_choice
 from bench.loop import Outcome, train
 from bench.plan import Plan, decay_name, make_plan, validate, warmup_name
 from bench.probes import build_probes
@@ -91,9 +91,10 @@ class Job:
     device: torch.device
 
 
-def choices_of(runtime_choices: Mapping) -> dict:
+def choices_of(runtime_choices: Mapping, cfg: DictConfig) -> dict:
     """Config-group choices to record: Hydra's own groups dropped, the deprecated ``schedule`` alias folded into ``decay``."""
     choices = {k: v for k, v in runtime_choices.items() if not k.startswith("hydra")}
+    choices["logger"] = logger_choice(cfg.logger)  # Hydra records none for a list such as logger=[wandb,tensorboard]
     alias = choices.pop("schedule", None)
     if alias is not None:
         log.warning("schedule=%s is deprecated: the group is now called decay (use decay=%s)", alias, alias)
@@ -115,7 +116,7 @@ def prepare(cfg: DictConfig) -> Job:
     return Job(
         cfg=cfg,
         out_dir=out_dir,
-        choices=choices_of(hc.runtime.choices),
+        choices=choices_of(hc.runtime.choices, cfg),
         overrides=list(hc.overrides.task),
         resolved=resolved,
         config_hash=config_hash(resolved),
@@ -180,12 +181,14 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
     }
 
 
-def _loggers(job: Job) -> list:
-    cfg = job.cfg
-    if cfg.logger.name == "wandb":
-        sweep_name = Path(job.sweep_dir).name if job.multirun else None
-        return [WandbLogger(cfg, job.resolved, job.choices, job.out_dir, sweep_name, job.job_name, job.config_hash)]
-    return []
+def build_job_loggers(job: Job) -> list:
+    """The loggers of the ``logger`` group (besides the local record, which always runs)."""
+    sweep_name = Path(job.sweep_dir).name if job.multirun else None
+    ctx = RunContext(
+        out_dir=job.out_dir, config=job.resolved, choices=job.choices, sweep_name=sweep_name,
+        job_name=job.job_name, config_hash=job.config_hash, multirun=job.multirun,
+    )
+    return build_loggers(job.cfg.logger, ctx)
 
 
 def run_job(job: Job, task: Task, plan: Plan, logger: Loggers, probes, preempt: ckpt.PreemptFlag) -> Outcome:
@@ -246,8 +249,8 @@ def run(cfg: DictConfig) -> dict:
     dist = job.dist
     extra = []
     if dist.is_main:
+        extra = build_job_loggers(job)  # before the record: a bad logger entry is a config error
         write_json_atomic(job.out_dir / RESULT, record)
-        extra = _loggers(job)
     logger = Loggers(job.out_dir, extra)
     preempt = ckpt.PreemptFlag()
     preempt.install()
@@ -258,13 +261,13 @@ def run(cfg: DictConfig) -> dict:
     except Exception as e:
         record.update(status="failed", success=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(), wall_time_s=time.perf_counter() - t0)
         if dist.is_main:
-            logger.finish(record)
+            logger.close(record)
             write_json_atomic(job.out_dir / RESULT, record)
         raise
     record = finish_record(record, outcome, task, plan, time.perf_counter() - t0)
     if dist.is_main:
         if not outcome.preempted:
-            logger.finish(record)
+            logger.close(record)
         write_json_atomic(job.out_dir / RESULT, record)
         if not outcome.preempted:
             ckpt.remove(job.out_dir)

@@ -72,6 +72,9 @@ def validate(cfg: DictConfig) -> None:
     from bench.probes import build_probes  # lazy: torch-level code the plan does not need
 
     build_probes(cfg.get("diagnostics"))
+    from bench.loggers import logger_factories
+
+    logger_factories(cfg.get("logger"))
     import hydra
 
     try:

@@ -70,7 +70,7 @@ def _harness(task, plan, probes) -> float:
     with tempfile.TemporaryDirectory() as out:
         logger = Loggers(Path(out), [])
         outcome = train(plan, task, logger, Dist(), Path(out), PreemptFlag(), probes)
-        logger.finish({})
+        logger.close({})
     assert outcome.status == "completed", outcome
     return outcome.train_time_s
 
