@@ -34,9 +34,10 @@ class Task(ABC):
     """Base class for workloads. Subclasses are built by Hydra from ``conf/task/*.yaml``.
 
     Constructor contract: ``Task(cfg, seed, device)`` where ``cfg`` is the ``task``
-    config node. Validate the task's own keys there and raise
-    :class:`bench.errors.ConfigError` naming key, value and what is allowed; the
-    constructor runs before any record is written.
+    config node. The task's own keys are validated by :meth:`check_config` (data-free,
+    run by the harness's start-up validation for every grid point); checks that need the
+    data belong in the constructor and raise :class:`bench.errors.ConfigError` naming key,
+    value and what is allowed. The constructor runs before any record is written.
     """
 
     #: Validation metrics and the direction that is better; the first one is the primary metric.
@@ -65,6 +66,9 @@ class Task(ABC):
         """
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
+        # the harness checked these keys already; a task built directly (a notebook, a script,
+        # a test) gets the same one-line errors instead of a traceback deep in the data code
+        type(self).check_config(cfg)
         self.cfg = cfg
         self.seed = seed
         self.device = device

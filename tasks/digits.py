@@ -75,7 +75,6 @@ class DigitsTask(Task):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         xt, yt, xv, yv = load_digits_split(cfg.val_fraction, cfg.split_seed)
         self.x_train, self.y_train = xt.to(device), yt.to(device)
         self.x_val, self.y_val = xv.to(device), yv.to(device)

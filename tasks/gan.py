@@ -92,7 +92,6 @@ class GanTask(Task):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         self.kind = cfg.loss
         self.z_dim = cfg.z_dim
         self.samples_file = Path(cfg.samples_file) if cfg.get("samples_file") else None

@@ -128,7 +128,6 @@ class _TextTask(Task):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         self.context = cfg.context_length
         self.corpus: Corpus = build_corpus(cfg.corpus, cfg.tokenizer, device)
         check_context(self.context, self.corpus, self.extra_tokens)

@@ -110,7 +110,6 @@ class _ImageClassifier(Task):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        self.check_config(cfg)  # again when built directly (tests, scripts), not only in the harness pre-flight
         self.mean = torch.tensor(_channels("task.mean", cfg.mean), device=device)
         self.std = torch.tensor(_channels("task.std", cfg.std), device=device)
 

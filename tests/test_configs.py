@@ -27,7 +27,9 @@ def test_every_option_composes(group):
             if group == "warmup" and opt.startswith("untuned"):
                 overrides.append("optimizer=adam")
             cfg = compose("config", overrides=overrides)
-            if group != "hardware":  # hardware=gpu/ddp/slurm are checked against the machine at start-up
+            # hardware=gpu/ddp/slurm are checked against the machine at start-up; tasks that read local
+            # data refuse a missing data_root before launch (tests/test_task_checks.py covers them)
+            if group != "hardware" and "data_root" not in cfg.task:
                 validate(cfg)
 
 
