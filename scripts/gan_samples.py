@@ -26,7 +26,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-FINISHED = ("completed", "collapsed")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.records import measured  # noqa: E402
+
 
 
 def load_runs(sweep: Path) -> list[dict]:
@@ -42,10 +44,10 @@ def load_runs(sweep: Path) -> list[dict]:
 def score(runs: list[dict]) -> tuple:
     """Sort key of a setting (smaller is better): unfinished first counts, then the metrics in order."""
     modes = runs[0]["result"]["metric_modes"]
-    unfinished = sum(r["result"]["status"] not in FINISHED for r in runs)
+    unfinished = sum(not measured(r["result"]) for r in runs)
     key = [unfinished]
     for metric, mode in modes.items():
-        vals = [r["result"]["final"].get(metric) for r in runs if r["result"]["status"] in FINISHED]
+        vals = [r["result"]["final"].get(metric) for r in runs if measured(r["result"])]
         vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
         mean = sum(vals) / len(vals) if vals else math.inf
         key.append(-mean if mode == "max" and vals else mean)
@@ -65,7 +67,7 @@ def label(setting: tuple, runs: list[dict]) -> str:
     """A short description of the setting and its mean metrics."""
     keep = [o for o in setting if not o.startswith(("experiment=", "task=", "train.", "report="))]
     modes = runs[0]["result"]["metric_modes"]
-    done = [r for r in runs if r["result"]["status"] in FINISHED]
+    done = [r for r in runs if measured(r["result"])]
     parts = []
     for m in modes:
         vals = [r["result"]["final"][m] for r in done if m in r["result"]["final"]]
