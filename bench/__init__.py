@@ -11,3 +11,10 @@ from omegaconf import OmegaConf
 OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace=True)
 # ${ratio:a,b} = a / b, e.g. a warm-up start factor of base_size / size (Goyal et al.'s 1/k; conf/experiment/goyal_cifar.yaml)
 OmegaConf.register_new_resolver("ratio", lambda a, b: float(a) / float(b), replace=True)
+
+
+def run(overrides=(), output_dir=None, config_dir=None) -> dict:
+    """Run one job from Python and return its result.json content (see :func:`bench.api.run`)."""
+    from bench.api import run as _run
+
+    return _run(overrides, output_dir, config_dir)

@@ -229,6 +229,39 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
     return record
 
 
+def _fmt(metrics: Mapping | None) -> str:
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (metrics or {}).items()) or "none"
+
+
+def log_start(record: Mapping) -> None:
+    """What this job is: where it writes and the choices that define it."""
+    c, cfg = record["choices"], record["config"]
+    env = record["env"]
+    log.info("job dir %s", record["output_dir"])
+    log.info(
+        "task %s | optimizer %s | warmup %s %s | decay %s | batch %d (base %d, scaling %s) | lr base %.4g, peak %.4g | %d steps (%d per epoch)",
+        record["task"], c.get("optimizer"), record["warmup"], record["warmup_steps"], record["decay"], record["batch_size"],
+        record["base_batch_size"], record["scaling"], record["lr_base"], record["lr_peak"], record["steps_planned"], record["steps_per_epoch"],
+    )
+    log.info("device %s (%s), %s threads, seed %s%s", env["device"], env.get("device_name"), env["torch_threads"], cfg["seed"],
+             f", probes {', '.join(record['probes'])}" if record.get("probes") else "")
+
+
+def log_end(record: Mapping, path: Path) -> None:
+    """How this job ended: status (with step and reason when it stopped early), metrics, time, record path."""
+    status = record["status"]
+    if status == "diverged":
+        how = f"diverged at step {record['diverged_step']}: {record['diverged_reason']}"
+    elif status == "preempted":
+        how = f"preempted after step {record['steps']}: checkpointed, a rerun resumes"
+    else:
+        how = f"{status} ({'success' if record.get('success') else 'not a success'})"
+    level = logging.INFO if record.get("success") or status == "preempted" else logging.WARNING
+    log.log(level, "%s after %d/%d steps in %.1f s", how, record["steps"], record["steps_planned"], record["wall_time_s"])
+    log.info("final: %s | best: %s | train loss %s", _fmt(record.get("final")), _fmt(record.get("best")), _fmt({"": record.get("final_train_loss")}).strip())
+    log.info("record: %s", path)
+
+
 def _already_finished(previous: dict | None, chash: str) -> bool:
     """A finished record of this very config: diverged, or any end state its task declared."""
     return bool(previous) and previous.get("config_hash") == chash and previous.get("status") in finished_statuses(previous)
@@ -239,7 +272,7 @@ def run(cfg: DictConfig) -> dict:
     job = prepare(cfg)
     previous = read_result(job.out_dir / RESULT)
     if _already_finished(previous, job.config_hash) and not cfg.train.force:
-        print(f"[bench] {job.out_dir}: already {previous['status']} for this config, skipped (train.force=true reruns)", file=sys.stderr)
+        log.info("%s: already %s for this config, skipped (train.force=true reruns)", job.out_dir, previous["status"])
         return previous
 
     task = build_task(cfg, job.device)
@@ -247,6 +280,8 @@ def run(cfg: DictConfig) -> dict:
     probes = build_probes(cfg.get("diagnostics"))
     record = start_record(job, task, plan)
     dist = job.dist
+    if dist.is_main:
+        log_start(record)
     extra = []
     if dist.is_main:
         extra = build_job_loggers(job)  # before the record: a bad logger entry is a config error
@@ -271,6 +306,8 @@ def run(cfg: DictConfig) -> dict:
         write_json_atomic(job.out_dir / RESULT, record)
         if not outcome.preempted:
             ckpt.remove(job.out_dir)
+    if dist.is_main:
+        log_end(record, job.out_dir / RESULT)
     dist.close()
     if outcome.preempted:
         preempt.hand_over()

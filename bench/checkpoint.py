@@ -20,6 +20,7 @@ import torch
 
 
 FILE = "checkpoint.pt"
+FINAL = "final.pt"  # with train.save_final=true
 
 
 class PreemptFlag:
@@ -92,6 +93,16 @@ def save(out_dir, config_hash: str, next_step: int, models, opts, scheds, metric
     tmp = path.with_name(f".{FILE}.tmp{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def save_final(out_dir, models, opts) -> Path:
+    """The final weights and optimizer states as ``final.pt``: ``{"models": {name: state_dict},
+    "optimizers": {name: state_dict}}``, loadable with ``torch.load(path, weights_only=True)``."""
+    path = Path(out_dir) / FINAL
+    tmp = path.with_name(f".{FINAL}.tmp{os.getpid()}")
+    torch.save({"models": {n: m.state_dict() for n, m in models.items()}, "optimizers": {n: o.state_dict() for n, o in opts.items()}}, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def load(out_dir, config_hash: str) -> dict | None:

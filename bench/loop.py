@@ -8,8 +8,8 @@ Per optimizer step s (0-based, see :mod:`bench.schedules`):
    optionally clip, step its optimizer at the LR its scheduler set for step s, advance
    the scheduler;
 3. every ``check_every`` steps look at the losses for divergence; run the due probes
-   (:mod:`bench.probes`); every ``log_every`` steps write a row; every ``eval_every`` steps
-   (and at the end) evaluate;
+   (:mod:`bench.probes`); write a row at every warm-up step and then every ``log_every``
+   steps; every ``eval_every`` steps (and at the end) evaluate;
 4. checkpoint every ``checkpoint_every`` steps and when a preemption signal arrived.
 """
 
@@ -74,6 +74,7 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     t = plan.train
     seed, batch_size = plan.seed, plan.batch_size
     last = plan.total_steps - 1
+    warmup_end = max((sch.warmup_steps for sch in plan.schedules.values()), default=0)
     models = task.models
     wrapped = {n: dist.wrap(m) for n, m in models.items()}
     if plan.compile:
@@ -97,7 +98,7 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     if dist.is_main:
         logger.open(state["metrics_offset"] if state is not None else None)
 
-    progress = JobProgress(plan.total_steps, enabled=dist.is_main)
+    progress = JobProgress(plan.total_steps, enabled=dist.is_main, start=start)
     pending: list[tuple[int, torch.Tensor]] = []  # (step, total loss) not yet checked
     batches, epoch_of_iter = None, -1
     t0 = time.perf_counter()
@@ -108,7 +109,8 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
             gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
             batches, epoch_of_iter = iter(task.train_shards(batch_size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
         micros = task.split(next(batches), plan.micro_batches)
-        log_now = step % t.log_every == 0 or step == last
+        # every step during warm-up, so the curves show its real shape; then every log_every steps
+        log_now = step < warmup_end or step % t.log_every == 0 or step == last
         due_probes = [p for p in probes if p.due(step, last)] if probes else ()
 
         row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}
@@ -196,6 +198,8 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
                 break
     out.train_time_s = time.perf_counter() - t0
     progress.close()
+    if plan.save_final and not out.preempted and dist.is_main:
+        ckpt.save_final(out_dir, models, opts)
     return out
 
 

@@ -43,6 +43,7 @@ SCHEMA: dict[str, Rule] = {
     "train.diverge_factor": Rule(lambda v: is_number(v) and v > 1, "a number > 1", none_ok=True),
     "train.clip_grad": number_above(0).or_none(),
     "train.force": boolean(),
+    "train.save_final": boolean(),
     "warmup.steps": int_at_least(1).or_none(),
     "warmup.epochs": number_above(0).or_none(),
     "warmup.fraction": fraction().or_none(),
@@ -180,6 +181,7 @@ class Plan:
     train: TrainSettings | None = None
     precision: str = "fp32"
     compile: bool = False
+    save_final: bool = False
     config_hash: str = ""
     schedules: dict[str, Schedule] = field(default_factory=dict)
     optimizer_cfgs: dict[str, dict] = field(default_factory=dict)
@@ -250,6 +252,7 @@ def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "")
         ),
         precision=cfg.hardware.precision,
         compile=bool(cfg.hardware.compile),
+        save_final=bool(cfg.train.get("save_final", False)),
         config_hash=config_hash,
         schedules=schedules,
         optimizer_cfgs=optimizer_cfgs,

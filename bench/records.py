@@ -111,9 +111,33 @@ def read_result(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+#: Config keys that cannot change a run's result (its metrics.jsonl and result metrics): changing
+#: them reruns nothing. ``report`` (a report after the sweep), ``logger`` (where rows are copied
+#: besides the local record), ``train.force`` (rerun anyway), ``train.checkpoint_every`` (a resumed
+#: run is byte-identical to an uninterrupted one; tested). ``hydra.*`` is never in the job config.
+IDENTITY_EXCLUDED = ("report", "logger", "train.force", "train.checkpoint_every")
+
+
+def identity(resolved: Mapping) -> dict:
+    """The part of a resolved config that defines a run's result: all of it but :data:`IDENTITY_EXCLUDED`."""
+    out = json.loads(json.dumps(resolved, default=str))
+    for key in IDENTITY_EXCLUDED:
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return out
+
+
 def config_hash(resolved: Mapping) -> str:
-    """Stable hash of a resolved config (sorted JSON), used to recognise a rerun of the same job."""
-    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Stable hash of the run-defining part of a resolved config (:func:`identity`, sorted JSON).
+
+    Two jobs with the same hash give the same result: the skip-completed check and checkpoint
+    resume use it, so rerunning a finished sweep with another logger or ``report=false`` skips.
+    """
+    return hashlib.sha256(json.dumps(identity(resolved), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class MetricsWriter:
