@@ -1,0 +1,103 @@
+"""Do two sweeps of the same grid agree?  ``python -m bench.compare SWEEP_A SWEEP_B``
+
+Training near the stability edge is chaotic, and floating-point results differ between CPU kinds,
+so a rerun on another machine (or with other seeds) is not expected to be byte-identical; it is
+expected to agree *within the reported intervals*. For every cell (the grid point without the
+seed) this checks:
+
+- the success rate: the two exact (Clopper-Pearson) 95 % intervals overlap;
+- the mean metric over successful runs: the two 95 % intervals (t below 10 runs, BCa from 10)
+  overlap; with a single successful run on a side there is no interval and the two values must
+  be equal to 1e-9 (a same-machine rerun).
+
+It prints one line per cell that disagrees (and per cell present in only one sweep) and exits 1
+if there is any, 0 when every cell agrees, 2 on unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench.stats import clopper_pearson, mean_interval
+
+
+def cell_stats(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell: runs, successes, success rate and its interval, mean metric over successes and its interval."""
+    rows = []
+    for cell, g in runs.groupby(keys, dropna=False, sort=True):
+        cell = cell if isinstance(cell, tuple) else (cell,)
+        k, n = int(g["success"].sum()), len(g)
+        lo, hi = clopper_pearson(k, n)
+        m, mlo, mhi, how = mean_interval(g.loc[g["success"], "metric"].tolist())
+        rows.append({**dict(zip(keys, cell)), "runs": n, "successes": k, "success_rate": k / n if n else math.nan,
+                     "success_lo": lo, "success_hi": hi, "mean": m, "mean_lo": mlo, "mean_hi": mhi, "interval": how})
+    return pd.DataFrame(rows)
+
+
+def _overlap(a_lo, a_hi, b_lo, b_hi) -> bool:
+    return a_lo <= b_hi and b_lo <= a_hi
+
+
+def disagreements(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> list[str]:
+    """One line per cell whose success rate or mean does not agree within the intervals, or that one side lacks."""
+    out = []
+    ia, ib = a.set_index(keys), b.set_index(keys)
+    for cell in sorted(set(ia.index) | set(ib.index), key=str):
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, cell if isinstance(cell, tuple) else (cell,)))
+        if cell not in ia.index or cell not in ib.index:
+            out.append(f"{label}: only in {'B' if cell not in ia.index else 'A'}")
+            continue
+        x, y = ia.loc[cell], ib.loc[cell]
+        if not _overlap(x.success_lo, x.success_hi, y.success_lo, y.success_hi):
+            out.append(f"{label}: success {x.successes}/{x.runs} [{x.success_lo:.2f}, {x.success_hi:.2f}] vs "
+                       f"{y.successes}/{y.runs} [{y.success_lo:.2f}, {y.success_hi:.2f}]")
+            continue
+        if math.isnan(x["mean"]) or math.isnan(y["mean"]):
+            continue  # no successful run on a side: the success rates above are all there is to compare
+        if math.isnan(x.mean_lo) or math.isnan(y.mean_lo):
+            if abs(x["mean"] - y["mean"]) > 1e-9:
+                out.append(f"{label}: mean {x['mean']:.4g} vs {y['mean']:.4g} (one successful run on a side: no interval, values differ)")
+        elif not _overlap(x.mean_lo, x.mean_hi, y.mean_lo, y.mean_hi):
+            out.append(f"{label}: mean {x['mean']:.4g} [{x.mean_lo:.4g}, {x.mean_hi:.4g}] vs {y['mean']:.4g} [{y.mean_lo:.4g}, {y.mean_hi:.4g}]")
+    return out
+
+
+def compare(dir_a: Path, dir_b: Path, metric: str | None = None) -> tuple[list[str], int]:
+    """(disagreement lines, number of cells compared)."""
+    from bench.report import load
+
+    sa, sb = load(dir_a, metric), load(dir_b, metric)
+    keys = [k for k in sa.keys if k in sb.keys]
+    if set(sa.keys) != set(sb.keys):
+        extra = sorted(set(sa.keys) ^ set(sb.keys))
+        raise ValueError(f"the two sweeps vary different keys ({', '.join(extra)}): not the same grid")
+    a, b = cell_stats(sa.runs, keys), cell_stats(sb.runs, keys)
+    return disagreements(a, b, keys), len(set(map(tuple, a[keys].astype(str).values)) | set(map(tuple, b[keys].astype(str).values)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_a", type=Path)
+    ap.add_argument("sweep_b", type=Path)
+    ap.add_argument("--metric", default=None, help="metric to compare (default: each run's primary metric)")
+    args = ap.parse_args(argv)
+    from bench.report import ReportError
+
+    try:
+        lines, n = compare(args.sweep_a, args.sweep_b, args.metric)
+    except (ReportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(f"disagree: {line}")
+    print(f"{n - len(lines)} of {n} cells agree within their 95% intervals" + ("" if not lines else f"; {len(lines)} do not"))
+    return 1 if lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
