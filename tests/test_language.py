@@ -255,13 +255,14 @@ def test_bert_validation_masks_are_fixed():
 # ---------------------------------------------------------------- bad input
 
 
+# The pydoc corpus is the installed Python's own help text: its sizes change with the Python version, hence \d+ where one is named.
 @pytest.mark.parametrize(
     "overrides,match",
     [
         (["task.heads=3"], r"task.heads=3 is not allowed: a divisor of task.width=32"),
-        (["task.tokenizer.vocab_size=50"], r"task.tokenizer.vocab_size=50 is not allowed: at least the corpus's character set of 103"),
+        (["task.tokenizer.vocab_size=50"], r"task.tokenizer.vocab_size=50 is not allowed: at least the corpus's character set of \d+"),
         (["task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=200"], r"vocab_size=200 .*> 256"),
-        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most 46504 tokens: the validation split"),
+        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most \d+ tokens: the validation split"),
         (["task.corpus.source=dataset", "task.corpus.path=/nonexistent/ds"], r"task.corpus.path='/nonexistent/ds'.*save_to_disk"),
         (["task.corpus.source=text"], r"task.corpus.path=None.*local path"),
         (["task.norm=middle"], r"task.norm='middle'.*post, pre"),
