@@ -46,7 +46,7 @@ from bench.loggers import Loggers  # noqa: E402
 from bench.loop import build_optimizers, train  # noqa: E402
 from bench.app import build_plan, build_task  # noqa: E402
 from bench.plan import validate  # noqa: E402
-from tasks.vision_fake import write_cifar, write_imagefolder  # noqa: E402
+from vision_fake import write_cifar, write_imagefolder  # noqa: E402  (scripts/vision_fake.py, beside this file)
 
 TASKS = ["cifar10_resnet", "cifar100_resnet", "cifar10_vit", "imagenet_resnet50"]
 # --tiny: narrow models for a quick check of the script itself (the test runs this)

@@ -49,6 +49,7 @@ def test_every_optimizer_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     rs = results(sweep)
     assert sorted(r["choices"]["optimizer"] for r in rs) == opts
+    # each at its default LR, far from divergence: all seven completed over seeds 0-3 (10 steps)
     assert all(r["status"] == "completed" for r in rs), [(r["choices"]["optimizer"], r["status"]) for r in rs]
     lamb = next(r for r in rs if r["choices"]["optimizer"] == "lamb")
     assert lamb["config"]["optimizer"]["_target_"] == "timm.optim.Lamb"

@@ -43,7 +43,7 @@ def test_two_processes_match_one_process(runs):
     ta = [r["train_loss"] for r in a if r["kind"] == "train"]
     tb = [r["train_loss"] for r in b if r["kind"] == "train"]
     assert len(ta) == 30
-    assert ta[-1] < 0.7 * ta[0]  # it learned, so the comparison is not between two flat curves
+    assert ta[-1] < 0.7 * ta[0]  # it learned, so the comparison is not between two flat curves (seen 0.10-0.17 x over seeds 0-4)
     # gradients are averaged in a different summation order: equal to float tolerance, not bit for bit
     assert ta == pytest.approx(tb, rel=1e-4, abs=1e-5)
     assert [r["lr"] for r in a if r["kind"] == "train"] == [r["lr"] for r in b if r["kind"] == "train"]

@@ -212,8 +212,11 @@ def test_tied_output_embedding():
 # ---------------------------------------------------------------- each task learns
 
 
+@pytest.mark.slow  # 40 training steps per task
 @pytest.mark.parametrize("name,cls", [("lm_postln", TransformerLMTask), ("lm_preln", TransformerLMTask), ("gpt2_lm", GPT2Task), ("bert_mlm", BertMLMTask)])
 def test_each_task_loss_falls_in_a_short_run(name, cls):
+    """Seen with this loop over seeds 0-4 (all four tasks): validation loss falls by 1.35-1.48 nats,
+    the batch loss by 1.06-1.69; untrained validation loss is 0.99-1.01 x ln(vocab)."""
     torch.manual_seed(0)
     task = cls(task_cfg(name, *TINY), 0, CPU)
     assert isinstance(task, cls) and list(task.metrics)[0] == "val_loss"
@@ -252,13 +255,14 @@ def test_bert_validation_masks_are_fixed():
 # ---------------------------------------------------------------- bad input
 
 
+# The pydoc corpus is the installed Python's own help text: its sizes change with the Python version, hence \d+ where one is named.
 @pytest.mark.parametrize(
     "overrides,match",
     [
         (["task.heads=3"], r"task.heads=3 is not allowed: a divisor of task.width=32"),
-        (["task.tokenizer.vocab_size=50"], r"task.tokenizer.vocab_size=50 is not allowed: at least the corpus's character set of 103"),
+        (["task.tokenizer.vocab_size=50"], r"task.tokenizer.vocab_size=50 is not allowed: at least the corpus's character set of \d+"),
         (["task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=200"], r"vocab_size=200 .*> 256"),
-        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most 46504 tokens: the validation split"),
+        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most \d+ tokens: the validation split"),
         (["task.corpus.source=dataset", "task.corpus.path=/nonexistent/ds"], r"task.corpus.path='/nonexistent/ds'.*save_to_disk"),
         (["task.corpus.source=text"], r"task.corpus.path=None.*local path"),
         (["task.norm=middle"], r"task.norm='middle'.*post, pre"),

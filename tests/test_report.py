@@ -180,6 +180,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "bench.report", *map(str, args)], cwd=ROOT, env=bench_env(), capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # five runs of the report CLI in a subprocess
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -5,11 +5,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, bench_env, run_bench
+from conftest import ROOT, bench_env, run_bench, wait_for
 
 pytestmark = pytest.mark.slow
 ARGS = ["train.epochs=null", "train.steps=300", "train.log_every=1", "train.eval_every=50", "optimizer=adam", "optimizer.lr=0.002", "warmup=linear", "decay=cosine", "hardware.threads=1"]
@@ -20,14 +19,14 @@ def _start(out, *extra):
 
 
 def _wait_rows(out, n, proc, timeout=120):
+    """Until the running job's metrics file holds ``n`` rows; polled often, as the signal must land mid-run."""
     partial = out / "metrics.jsonl.partial"
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if partial.exists() and partial.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError("run made no progress")
+
+    def enough():
+        assert proc.poll() is None, proc.communicate()  # ended early: fail now, with its output
+        return partial.exists() and partial.read_text().count("\n") >= n
+
+    wait_for(enough, timeout, 0.01, f"{n} rows in {partial}")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, bench_env, metrics, results, run_bench
+from conftest import ROOT, bench_env, metrics, results, run_bench, wait_for
 
 
 def _slurm_state() -> str | None:
@@ -61,25 +60,23 @@ def _start(tmp_path: Path, *args: str) -> subprocess.Popen:
 
 def _array_task(tmp_path: Path, index: int, proc: subprocess.Popen, timeout: float = 120) -> str:
     """The Slurm id ('<array>_<index>') of job ``index`` of the sweep, once submitit made its folder."""
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+
+    def folder():
+        assert proc.poll() is None, proc.communicate()  # the sweep ended before submitting: fail now
         found = [p.name for p in (tmp_path / "submitit").glob(f"*_{index}") if p.is_dir()]
-        if found:
-            return found[0]
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.5)
-    raise AssertionError("the sweep submitted nothing")
+        return found[0] if found else None
+
+    return wait_for(folder, timeout, 0.5, f"the submitit folder of job {index} under {tmp_path / 'submitit'}")
 
 
 def _wait_rows(job_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     partial = job_dir / "metrics.jsonl.partial"
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if partial.exists() and partial.read_text().count("\n") >= n:
-            return
+
+    def enough():
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
-    raise AssertionError(f"{job_dir}: fewer than {n} rows after {timeout}s")
+        return partial.exists() and partial.read_text().count("\n") >= n
+
+    wait_for(enough, timeout, 0.2, f"{n} rows in {partial}")
 
 
 def _scancel(*args: str) -> None:
@@ -94,7 +91,8 @@ def test_four_job_sweep_ends_with_four_records_and_a_report(tmp_path):
     sweep = tmp_path / "sweep"
     recs = results(sweep)
     assert len(recs) == 4
-    assert all(r["status"] == "completed" and r["steps"] == 30 and r["final"]["val_acc"] > 0.3 for r in recs)
+    # it learned: chance is 0.1; the same runs locally gave val_acc 0.43-0.78 over seeds 0-4 at both LRs
+    assert all(r["status"] == "completed" and r["steps"] == 30 and r["final"]["val_acc"] > 0.2 for r in recs)
     assert sorted((r["lr_base"], r["seed"]) for r in recs) == [(0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1)]
     assert all(r["env"]["torch_threads"] == 1 and r["world_size"] == 1 for r in recs)  # threads = the CPUs Slurm gave the job
     # one job array of 4 tasks; its logs land in the submitit folder
@@ -138,10 +136,11 @@ def test_cancelled_job_fails_the_sweep_but_keeps_the_other_records(tmp_path):
     assert f"Job {job} " in err and "CANCELLED" in err, err[-3000:]  # the failure names the cancelled job
     # Hydra's submitit launcher returns at the first failed job; the others go on in Slurm and finish their records
     array = job.split("_")[0]
-    t0 = time.time()
-    while subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True).stdout.strip():
-        assert time.time() - t0 < 180, "the sweep's other jobs did not finish"
-        time.sleep(1)
+
+    def queue_empty():
+        return not subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True, timeout=30).stdout.strip()
+
+    wait_for(queue_empty, 180, 1, f"the other jobs of array {array} to leave the Slurm queue")
     recs = {r["output_dir"].rsplit("/", 1)[-1]: r for r in results(tmp_path / "sweep")}
     assert recs["0"]["status"] in ("preempted", "running")  # it never ended normally
     assert recs["1"]["status"] == "completed" and metrics(tmp_path / "sweep" / "1")[-1]["step"] == 119

@@ -8,9 +8,12 @@ from omegaconf import OmegaConf
 from torchvision import transforms as T
 
 from bench.errors import ConfigError
+from conftest import load_script
 from tasks import vision_data as vd
 from tasks.vision import CifarTask, ImageFolderTask
-from tasks.vision_fake import write_cifar, write_imagefolder
+
+_fake = load_script("vision_fake")  # scripts/vision_fake.py: tiny stand-in data in the real formats
+write_cifar, write_imagefolder = _fake.write_cifar, _fake.write_imagefolder
 
 CPU = torch.device("cpu")
 

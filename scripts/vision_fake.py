@@ -4,17 +4,28 @@ The files have the exact layout the real data have (CIFAR's pickled batches, an 
 of PNGs), so the real readers run on them; the pixels are noise with a class-dependent colour
 shift, so a model can learn something in a few steps. They are not CIFAR or ImageNet: never
 report numbers measured on them as such.
+
+It lives in scripts/, not in the ``tasks`` package: it is test and benchmark tooling, and the package
+holds only what a run needs. scripts/bench_vision.py imports it as a sibling; the tests load it by
+path (``tests/conftest.py: load_script``). By hand:
+
+    python scripts/vision_fake.py /tmp/fake --n-train 32 --n-test 16       # CIFAR-10 layout
+    python scripts/vision_fake.py /tmp/fake --dataset imagefolder           # a 3-class ImageFolder tree
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from tasks.vision_data import CIFAR_CLASSES, CIFAR_FOLDERS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find tasks/
+
+from tasks.vision_data import CIFAR_CLASSES, CIFAR_FOLDERS  # noqa: E402
 
 
 def _images(rng: np.random.Generator, labels: np.ndarray, palette: np.ndarray, size: int) -> np.ndarray:
@@ -74,3 +85,23 @@ def write_imagefolder(root: str | Path, classes: int = 3, train_per_class: int =
                 wide = np.concatenate([img, img[:, : size // 4]], axis=1)  # non-square, as real photos are
                 Image.fromarray(wide).save(d / f"{split}_{c}_{j}.png")
     return Path(root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Write a tiny stand-in data set in the real on-disk format.")
+    ap.add_argument("root", type=Path)
+    ap.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder"], default="cifar10")
+    ap.add_argument("--n-train", type=int, default=100, help="CIFAR: training images (ImageFolder: per class)")
+    ap.add_argument("--n-test", type=int, default=40, help="CIFAR: test images (ImageFolder: validation images per class)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.dataset == "imagefolder":
+        write_imagefolder(args.root, train_per_class=args.n_train, val_per_class=args.n_test, seed=args.seed)
+    else:
+        write_cifar(args.root, args.dataset, args.n_train, args.n_test, args.seed)
+    print(f"wrote stand-in {args.dataset} data under {args.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
