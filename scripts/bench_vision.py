@@ -39,12 +39,11 @@ sys.path.insert(0, str(ROOT))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from bench.app import CONF_DIR  # noqa: E402
+from bench.app import CONF_DIR, build_plan, build_task  # noqa: E402
 from bench.checkpoint import PreemptFlag  # noqa: E402
 from bench.distributed import Dist  # noqa: E402
 from bench.loggers import Loggers  # noqa: E402
 from bench.loop import build_optimizers, train  # noqa: E402
-from bench.app import build_plan, build_task  # noqa: E402
 from bench.plan import validate  # noqa: E402
 from vision_fake import write_cifar, write_imagefolder  # noqa: E402  (scripts/vision_fake.py, beside this file)
 
