@@ -12,7 +12,11 @@ process that starts the sweep. It refuses, with one ``error:`` line and exit cod
 - a world size (Slurm: ``nodes x tasks_per_node``) that does not divide ``batch.size``;
 - any value ``bench.plan.validate`` refuses, in any job of the sweep (each job's config is composed
   the way the sweeper will compose it), so a bad grid point fails the sweep before the first job
-  instead of after hours in the queue.
+  instead of after hours in the queue;
+- any plan-level value ``bench.plan.make_plan`` would refuse (budget, warm-up longer than the
+  budget, batch larger than the training set, a scaled LR that overflows), through
+  ``bench.plan.check_plan`` with the task's data-free ``static_train_size`` / ``static_models``:
+  no task is built and no data read, so a check that needs an unknown size waits for the job.
 """
 
 from __future__ import annotations
@@ -88,7 +92,9 @@ def partition_gres(partition: str | None) -> tuple[str, list[str]] | None:
 
 def check_job(cfg: DictConfig, cuda_available: bool, gres_of=partition_gres) -> None:
     """Checks on one job's composed config (with its ``hydra`` node). Raises ConfigError."""
-    from bench.plan import validate
+    import hydra
+
+    from bench.plan import check_plan, validate
 
     validate(cfg)
     hc = cfg.hydra
@@ -113,6 +119,11 @@ def check_job(cfg: DictConfig, cuda_available: bool, gres_of=partition_gres) -> 
     size = cfg.batch.size
     if size % world:
         raise bad("batch.size", size, f"a multiple of the world size {world} (nodes x tasks per node: the global batch is split over processes)")
+    task_cls = hydra.utils.get_class(cfg.task._target_)  # validate loaded it already
+    train_size = task_cls.static_train_size(cfg.task) if hasattr(task_cls, "static_train_size") else None
+    specs = task_cls.static_models(cfg.task) if hasattr(task_cls, "static_models") else None
+    models = None if specs is None else {name: (dict(s.optimizer), s.warmup) for name, s in specs.items()}
+    check_plan(cfg, train_size, models, world)
 
 
 def job_overrides(config: DictConfig, loader) -> list[list[str]] | None:

@@ -39,8 +39,8 @@ from torch import nn
 
 from bench.errors import bad
 from tasks import checks
-from tasks.base import Task, count_parameters
-from tasks.digits import DigitsCNN, check_split, load_digits_split
+from tasks.base import ModelSpec, Task, count_parameters
+from tasks.digits import DigitsCNN, check_split, digits_train_size, load_digits_split
 from tasks.gan_metrics import frechet_distance, grid_centres, label_entropy, mode_stats, ring_centres
 
 MODELS = ("discriminator", "generator")
@@ -98,16 +98,23 @@ class GanTask(Task):
         self.discriminator: nn.Module
         self.generator: nn.Module
 
+    @classmethod
+    def static_models(cls, cfg: DictConfig) -> dict[str, ModelSpec]:
+        """Per-model peak LR ``base_lr x lr_mult.<model>``; the warm-up applies to the model(s) ``warmup_on`` names."""
+        return {
+            name: ModelSpec(optimizer={"lr": float(cfg.base_lr) * float(cfg.lr_mult[name])}, warmup=cfg.warmup_on in ("both", name))
+            for name in MODELS
+        }
+
     @property
     def models(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator, "generator": self.generator}
 
     def optimizer_overrides(self, name: str) -> dict:
-        return {"lr": float(self.cfg.base_lr) * float(self.cfg.lr_mult[name])}
+        return dict(type(self).static_models(self.cfg)[name].optimizer)
 
     def warmup_applies_to(self, name: str) -> bool:
-        on = self.cfg.warmup_on
-        return on == "both" or on == name
+        return type(self).static_models(self.cfg)[name].warmup
 
     def real(self, batch) -> torch.Tensor:
         """The real examples in a batch (the batch itself for tensors)."""
@@ -190,6 +197,10 @@ class MixtureGanTask(GanTask):
         checks.int_at_least("task.epoch_samples", cfg.epoch_samples, 1, "an integer >= 1 (nominal examples per epoch)")
         checks.int_at_least("task.hidden", cfg.hidden, 1, "an integer >= 1 (MLP width)")
         checks.int_at_least("task.layers", cfg.layers, 1, "an integer >= 1 (hidden layers in each MLP)")
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int:
+        return cfg.epoch_samples
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
@@ -375,6 +386,10 @@ class DigitsGanTask(GanTask):
         checks.positive("task.classifier.lr", c.lr, "a learning rate > 0 (Adam)")
         checks.int_at_least("task.classifier.seed", c.seed, 0)
         checks.text("task.classifier.cache_dir", c.cache_dir, "a writable folder for the cached classifier")
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int:
+        return digits_train_size(cfg.val_fraction)
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
