@@ -162,4 +162,4 @@ class SweepCallback(Callback):
         except Exception as e:  # a report bug must not turn a finished sweep into a failed one
             print(f"[report] failed: {type(e).__name__}: {e} (rerun: python -m bench.report {sweep_dir})", file=sys.stderr)
             return
-        print_summary(res)
+        print_summary(res, file=sys.stdout, warn_file=sys.stderr)  # the streams of now, not of import time
