@@ -22,6 +22,7 @@ Tokenisers (``task.tokenizer.kind``):
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -54,7 +55,8 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
     whether ``corpus.path`` exists as the right kind of path (one ``stat``).
 
     What needs the text stays in :func:`build_corpus`: both splits non-empty, a char vocabulary
-    that covers the character set, and the readers' own checks of a file's contents.
+    that covers the character set, and the readers' own checks of a file's contents. A binary
+    file is caught here already by :func:`sniff_text` (the first few KB of each file).
     """
     checks.number_in("task.corpus.val_fraction", corpus_cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
     source = checks.choice("task.corpus.source", corpus_cfg.source, SOURCES)
@@ -65,6 +67,8 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
         checks.text("task.corpus.path", path, TEXT_PATH if source == "text" else DATASET_PATH)
         if source == "text" and not os.path.exists(os.path.expanduser(path)):
             raise bad("task.corpus.path", path, TEXT_PATH)
+        if source == "text":
+            sniff_text(path)
         if source == "dataset":
             if not os.path.isdir(os.path.expanduser(path)):
                 raise bad("task.corpus.path", path, DATASET_PATH)
@@ -89,6 +93,40 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
 
 
+SNIFF_BYTES = 8192  # enough to tell text from an image, an archive or a tensor file
+SNIFF_FILES = 16  # a directory's first files in name order; the read checks them all
+
+
+def _not_text(data: bytes, final: bool) -> str | None:
+    """Why ``data`` is not UTF-8 text (a NUL byte, or the offset of the first invalid byte), or None.
+
+    ``final=False``: ``data`` is the head of a longer file, so a character cut at its end is fine.
+    """
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return f"it holds a NUL byte at offset {nul}: a binary file"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+    except UnicodeDecodeError as e:
+        return f"byte {e.start} is not UTF-8"
+    return None
+
+
+def sniff_text(path: str) -> None:
+    """Refuse a ``corpus.path`` whose file(s) do not start as UTF-8 text (reads at most 8 KB of the first 16 files)."""
+    p = Path(path).expanduser()
+    files = sorted(p.glob("*.txt"))[:SNIFF_FILES] if p.is_dir() else [p]
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(SNIFF_BYTES + 1)
+        except OSError as e:
+            raise bad("task.corpus.path", path, f"a readable text file ({f}: {e.strerror or e})") from None
+        why = _not_text(head[:SNIFF_BYTES], final=len(head) <= SNIFF_BYTES)
+        if why is not None:
+            raise bad("task.corpus.path", path, f"UTF-8 text; {f.name}: {why}")
+
+
 def read_text_path(path: str) -> str:
     """A UTF-8 file, or the ``*.txt`` files of a directory joined in name order."""
     p = Path(path).expanduser()
@@ -97,7 +135,13 @@ def read_text_path(path: str) -> str:
     files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise bad("task.corpus.path", path, "a directory that holds at least one *.txt file, or a text file")
-    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    parts = []
+    for f in files:
+        try:
+            parts.append(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise bad("task.corpus.path", path, f"UTF-8 text; {f.name}: byte {e.start} is not UTF-8") from None
+    text = "\n".join(parts)
     if not text.strip():
         raise bad("task.corpus.path", path, "a non-empty text file (this one holds no text)")
     return text
