@@ -86,15 +86,14 @@ class GanTask(Task):
         checks.int_at_least("task.z_dim", cfg.z_dim, 1, "an integer >= 1 (latent dimensions)")
         checks.int_at_least("task.eval_samples", cfg.eval_samples, 2, "an integer >= 2 (generated samples per evaluation)")
         checks.int_at_least("task.eval_seed", cfg.eval_seed, 0)
-        # samples_file usually interpolates ${hydra:...}, which only resolves inside a run: check literals only
-        if "samples_file" in cfg and not OmegaConf.is_interpolation(cfg, "samples_file") and cfg.samples_file is not None:
-            checks.text("task.samples_file", cfg.samples_file, "a file path, or null for none")
+        if cfg.samples_file is not None:  # an output: it stays inside the job's output directory
+            checks.relative_path("task.samples_file", cfg.samples_file, "a file name relative to the job's output directory (no absolute path, no '..'), or null for none")
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
         self.kind = cfg.loss
         self.z_dim = cfg.z_dim
-        self.samples_file = Path(cfg.samples_file) if cfg.get("samples_file") else None
+        self.samples_file = checks.job_path(cfg.samples_file) if cfg.samples_file is not None else None
         self.discriminator: nn.Module
         self.generator: nn.Module
 
@@ -321,7 +320,8 @@ def classifier_settings(cfg: DictConfig) -> dict:
 
 
 def load_or_train_classifier(cfg: DictConfig, data: tuple, device: torch.device) -> tuple[DigitsCNN, float, Path]:
-    """The digits classifier for the metrics: loaded from ``classifier.cache_dir`` or trained once and saved.
+    """The digits classifier for the metrics: loaded from ``classifier.cache_dir`` (under the cache root,
+    :func:`tasks.checks.cache_root`) or trained once and saved there.
 
     The file name carries a hash of :func:`classifier_settings`, so changed settings train a new one.
     Training uses its own seeded RNG inside ``fork_rng``, so a run's random stream is the same whether
@@ -329,7 +329,7 @@ def load_or_train_classifier(cfg: DictConfig, data: tuple, device: torch.device)
     """
     settings = classifier_settings(cfg)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(os.path.expanduser(str(cfg.classifier.cache_dir))) / f"digits_classifier_{key}.pt"
+    path = checks.cache_path(cfg.classifier.cache_dir) / f"digits_classifier_{key}.pt"
     model = DigitsCNN(tuple(settings["channels"]), settings["hidden"])
     if path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -385,7 +385,7 @@ class DigitsGanTask(GanTask):
             checks.int_at_least(f"task.classifier.{key}", c[key], 1, "an integer >= 1")
         checks.positive("task.classifier.lr", c.lr, "a learning rate > 0 (Adam)")
         checks.int_at_least("task.classifier.seed", c.seed, 0)
-        checks.text("task.classifier.cache_dir", c.cache_dir, "a writable folder for the cached classifier")
+        checks.relative_path("task.classifier.cache_dir", c.cache_dir, f"a folder name under the cache root (${checks.CACHE_ENV}, default {checks.DEFAULT_CACHE}): no absolute path, no '..'")
 
     @classmethod
     def static_train_size(cls, cfg: DictConfig) -> int:

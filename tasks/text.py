@@ -16,7 +16,8 @@ Tokenisers (``task.tokenizer.kind``):
 
 - ``char``: one id per distinct character of the whole corpus (sorted by code point);
 - ``bpe``: byte-level BPE trained with ``tokenizers`` on the training split only, cached on disk
-  under ``tokenizer.cache_dir`` in a file named by the SHA-256 of the training text and settings,
+  under ``tokenizer.cache_dir`` (a folder inside the cache root ``$BENCH_CACHE``, default
+  ``~/.cache/warmup-bench``) in a file named by the SHA-256 of the training text and settings,
   so a sweep trains it once and every job reuses it.
 """
 
@@ -80,7 +81,7 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
         if vs is None or vs <= BYTE_ALPHABET:
             raise bad("task.tokenizer.vocab_size", vs, f"an integer > {BYTE_ALPHABET} for byte-level BPE (its base alphabet is the {BYTE_ALPHABET} bytes)")
         checks.int_at_least("task.tokenizer.min_frequency", tok_cfg.min_frequency, 1)
-        checks.text("task.tokenizer.cache_dir", tok_cfg.cache_dir, "a writable folder for trained tokenizers")
+        checks.relative_path("task.tokenizer.cache_dir", tok_cfg.cache_dir, f"a folder name under the cache root (${checks.CACHE_ENV}, default {checks.DEFAULT_CACHE}): no absolute path, no '..'")
 
 
 # ---------------------------------------------------------------- corpora
@@ -291,7 +292,7 @@ def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.devi
             raise bad("task.tokenizer.vocab_size", vs, f"at least the corpus's character set of {charset} (or null to use it)")
         tok: Tokenizer = CharTokenizer(text, vs)
     else:
-        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, tok_cfg.cache_dir)
+        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, str(checks.cache_path(tok_cfg.cache_dir)))
         info.update(tokenizer_file=str(path), tokenizer_cached=cached)
     train_ids = torch.tensor(tok.encode(train_text), dtype=torch.int64, device=device)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.int64, device=device)
