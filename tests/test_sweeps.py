@@ -95,7 +95,7 @@ def test_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
 def test_lr_multiplier_preset_resolves_per_optimizer(tmp_path):
     p = run_bench(
         "experiment=lr_batch_scaling", "optimizer=adam", "lr_mult=2", "batch.size=64", "train.epochs=null", "train.steps=3",
-        "warmup.epochs=null", f"hydra.run.dir={tmp_path / 'run'}",
+        "warmup.epochs=null", "warmup.steps=1", f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "run" / "result.json").read_text())
