@@ -320,6 +320,9 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        from bench.cluster import discard_refused_run
+
+        discard_refused_run()
         sys.exit(2)
     primary = result.get("primary_metric")
     return (result.get("final") or {}).get(primary)

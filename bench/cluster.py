@@ -12,7 +12,11 @@ process that starts the sweep. It refuses, with one ``error:`` line and exit cod
 - a world size (Slurm: ``nodes x tasks_per_node``) that does not divide ``batch.size``;
 - any value ``bench.plan.validate`` refuses, in any job of the sweep (each job's config is composed
   the way the sweeper will compose it), so a bad grid point fails the sweep before the first job
-  instead of after hours in the queue.
+  instead of after hours in the queue;
+- any plan-level value ``bench.plan.make_plan`` would refuse (budget, warm-up longer than the
+  budget, batch larger than the training set, a scaled LR that overflows), through
+  ``bench.plan.check_plan`` with the task's data-free ``static_train_size`` / ``static_models``:
+  no task is built and no data read, so a check that needs an unknown size waits for the job.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bench.errors import ConfigError, bad
 
@@ -35,15 +39,15 @@ def _is_slurm(hydra_cfg: DictConfig) -> bool:
     return "SlurmLauncher" in str(hydra_cfg.launcher.get("_target_", ""))
 
 
-def check_sweep_dir(sweep_dir: str) -> None:
-    """Create ``sweep_dir`` and write a file in it, or raise ConfigError naming the reason."""
+def check_sweep_dir(sweep_dir: str, key: str = "hydra.sweep.dir") -> None:
+    """Create ``sweep_dir`` and write a file in it, or raise ConfigError naming ``key`` and the reason."""
     path = Path(sweep_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise bad("hydra.sweep.dir", sweep_dir, f"a directory this user can create and write ({e.strerror or e})") from None
+        raise bad(key, sweep_dir, f"a directory this user can create and write ({e.strerror or e})") from None
 
 
 def slurm_gpus_per_node(launcher: DictConfig) -> int:
@@ -88,7 +92,9 @@ def partition_gres(partition: str | None) -> tuple[str, list[str]] | None:
 
 def check_job(cfg: DictConfig, cuda_available: bool, gres_of=partition_gres) -> None:
     """Checks on one job's composed config (with its ``hydra`` node). Raises ConfigError."""
-    from bench.plan import validate
+    import hydra
+
+    from bench.plan import check_plan, validate
 
     validate(cfg)
     hc = cfg.hydra
@@ -113,6 +119,11 @@ def check_job(cfg: DictConfig, cuda_available: bool, gres_of=partition_gres) -> 
     size = cfg.batch.size
     if size % world:
         raise bad("batch.size", size, f"a multiple of the world size {world} (nodes x tasks per node: the global batch is split over processes)")
+    task_cls = hydra.utils.get_class(cfg.task._target_)  # validate loaded it already
+    train_size = task_cls.static_train_size(cfg.task) if hasattr(task_cls, "static_train_size") else None
+    specs = task_cls.static_models(cfg.task) if hasattr(task_cls, "static_models") else None
+    models = None if specs is None else {name: (dict(s.optimizer), s.warmup) for name, s in specs.items()}
+    check_plan(cfg, train_size, models, world)
 
 
 def job_overrides(config: DictConfig, loader) -> list[list[str]] | None:
@@ -165,12 +176,106 @@ def preflight(config: DictConfig) -> None:
     check_sweep_dir(str(config.hydra.sweep.dir))  # last: a refused sweep leaves no empty sweep dir behind
 
 
+WARMUP_LENGTH_KEYS = ("warmup.steps", "warmup.epochs", "warmup.fraction", "warmup.beta2_multiple")
+
+
+def check_no_warmup_length(config: DictConfig) -> None:
+    """A single run with warmup=none refuses a warm-up length typed on its command line.
+
+    ``python -m bench warmup=none warmup.steps=500`` asks for two things that contradict each other,
+    and the length would be ignored without a word: most likely ``warmup=linear`` was meant. A length
+    that comes from a preset or a config file is accepted, and so is one in a sweep
+    (``-m warmup=none,linear warmup.epochs=5``): there one length serves every warm-up compared,
+    and none has no length to apply.
+    """
+    from bench.plan import warmup_fn
+    from bench.schedules import no_warmup
+
+    if warmup_fn(config).func is not no_warmup:
+        return
+    typed = {str(o).lstrip("+~").partition("=")[0] for o in config.hydra.overrides.task}
+    for key in WARMUP_LENGTH_KEYS:
+        value = OmegaConf.select(config, key, default=None)
+        if key in typed and value is not None:
+            raise bad(key, value, "null with warmup=none (no warm-up has no length): choose a warm-up such as warmup=linear, or drop the key")
+
+
+def preflight_run(config: DictConfig) -> None:
+    """The checks of a single run (no ``-m``), before Hydra creates its run dir or writes anything.
+
+    Same checks as one job of a sweep (:func:`check_job`: validate, the plan's data-free checks,
+    devices), the warm-up length rule (:func:`check_no_warmup_length`), then ``hydra.run.dir``:
+    created and written, so an unwritable one is one line instead of a traceback. A value that
+    resolves only inside the running job (``${hydra:runtime.output_dir}``) is left to the job.
+    """
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(config)  # so that ${hydra:...} in the values resolves as in the job
+    try:
+        check_job(config, torch.cuda.is_available())
+        check_no_warmup_length(config)
+    except ConfigError:
+        raise
+    except Exception:  # not a value error of ours: the job's own checks will report it with its context
+        pass
+    check_sweep_dir(str(config.hydra.run.dir), key="hydra.run.dir")  # last: a refused run leaves no run dir behind
+
+
+def discard_refused_run() -> None:
+    """After a single run is refused (a check that needed the task's data): remove what Hydra wrote for it.
+
+    Hydra creates the run dir, ``.hydra/`` and the job log before the app starts. They are removed
+    only when the run dir holds nothing else (so never a record, a checkpoint or a file of an earlier
+    run), and the run dir too when it is then empty. A multirun job's folder is kept: the sweep's
+    report and exit status name it.
+    """
+    import logging
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return
+    out = Path(hc.runtime.output_dir).resolve()
+    logs = []
+    for handler in list(logging.getLogger().handlers):
+        name = getattr(handler, "baseFilename", None)
+        if name and Path(name).resolve().parent == out:
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+            logs.append(Path(name).name)
+    hydra_dir = out / hc.output_subdir if hc.output_subdir else None
+    ours = set(logs) | ({hydra_dir.name} if hydra_dir else set())
+    try:
+        if set(os.listdir(out)) - ours:
+            return  # something else lives here: leave everything as it is
+        if hydra_dir is not None and hydra_dir.is_dir():
+            if set(os.listdir(hydra_dir)) - {"config.yaml", "hydra.yaml", "overrides.yaml"}:
+                return
+            shutil.rmtree(hydra_dir)
+        for name in logs:
+            (out / name).unlink(missing_ok=True)
+        out.rmdir()
+    except OSError:
+        pass  # best effort: the refusal itself has been reported
+
+
 class PreflightCallback(Callback):
-    """Runs :func:`preflight` before a multirun starts or submits anything; bad input exits 2 with one line."""
+    """Runs :func:`preflight` before a multirun starts or submits anything, and :func:`preflight_run`
+    before a single run writes anything; bad input exits 2 with one line."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             preflight(config)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            preflight_run(config)
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

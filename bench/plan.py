@@ -9,7 +9,9 @@ error names the key, the value and what is allowed (:class:`bench.errors.ConfigE
 Nothing downstream re-checks or clamps.
 
 :func:`make_plan` then resolves what needs the task's size: the budget in steps, each model's
-warm-up length and schedule, its optimizer config and peak LR.
+warm-up length and schedule, its optimizer config and peak LR. Its checks also run without a task
+(:func:`check_plan`, from the size and models a task states in config), so the multirun pre-flight
+refuses a grid point whose warm-up outlasts its budget before the first job starts.
 """
 
 from __future__ import annotations
@@ -196,47 +198,39 @@ class Plan:
 
 def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "") -> Plan:
     """Resolve budget, warm-up length, schedules and per-model optimizer configs against the task."""
-    b = cfg.batch
-    if b.size % world_size:
-        raise bad("batch.size", b.size, f"a multiple of the world size {world_size} (the global batch is split over processes)")
-    micro = b.micro_size or b.size // world_size
-    per_rank = b.size // world_size
-    if per_rank % micro:
-        raise bad("batch.micro_size", b.micro_size, f"a divisor of the per-process batch {per_rank} (batch.size={b.size} over {world_size} processes)")
-    n = task.train_size()
-    spe = n // b.size
-    if spe < 1:
-        raise bad("batch.size", b.size, f"at most the training set size {n} of task {cfg.task.name}")
-    t = cfg.train
-    total = t.steps if t.steps is not None else (t.epochs if t.epochs is not None else t.default_epochs) * spe
+    models = {name: (task.optimizer_overrides(name), task.warmup_applies_to(name)) for name in task.models}
+    return resolve_plan(cfg, task.train_size(), models, world_size, config_hash)
 
-    lr_base = float(cfg.optimizer.lr)
-    scale = lr_scale(b.scaling, b.size, b.base_size)
-    if not is_number(lr_base * scale):
-        raise bad("optimizer.lr", lr_base, f"a base LR whose scaled peak (x {scale:g} for batch.scaling={b.scaling}) is a finite number")
-    warmup, decay = warmup_fn(cfg), decay_fn(cfg)
-    check_range(decay, _probe_steps(total), total, f"decay={decay_name(cfg)}")
-    none = functools.partial(_no_warmup)
-    optimizer_cfgs, schedules = {}, {}
-    base = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    for name in task.models:
-        oc = {**base, **task.optimizer_overrides(name)}
-        if not is_number(oc["lr"]) or oc["lr"] <= 0:
-            raise bad(f"task lr for {name}", oc["lr"], "a number > 0")
-        optimizer_cfgs[name] = oc
-        # no_warmup needs no length: a preset may still set one for the other warm-ups it sweeps
-        applies = task.warmup_applies_to(name) and warmup.func is not no_warmup
-        w = _warmup_steps(cfg, oc, total, spe) if applies else 0
-        if w:
-            check_range(warmup, range(min(w + 1, total)), w, f"warmup={warmup_name(cfg)}")
-        schedules[name] = Schedule(
-            warmup=warmup if w else none,
-            warmup_steps=w,
-            decay=decay,
-            total_steps=total,
-            warmup_name=warmup_name(cfg) if w else "none",
-            decay_name=decay_name(cfg),
-        )
+
+def check_plan(cfg: DictConfig, train_size: int | None, models: Mapping[str, tuple[Mapping, bool]] | None, world_size: int = 1) -> None:
+    """:func:`make_plan`'s checks without a task: what the multirun pre-flight runs for every grid point.
+
+    ``train_size`` and ``models`` (``name -> (optimizer overrides, warm-up applies)``) come from the
+    task's data-free ``static_train_size`` / ``static_models``; None means unknown, and the checks that
+    need it (batch vs training set, an epoch budget, a warm-up in epochs; per-model LRs and warm-up
+    lengths) are left to the job's own :func:`make_plan`. Raises ConfigError like make_plan.
+    """
+    _batch_split(cfg, world_size)
+    _peak_lr(cfg)
+    spe = _steps_per_epoch(cfg, train_size) if train_size is not None else None
+    total = _budget(cfg, spe)
+    if total is None:
+        return
+    check_range(decay_fn(cfg), _probe_steps(total), total, f"decay={decay_name(cfg)}")
+    if models is None or (spe is None and cfg.warmup.get("epochs") is not None):
+        return
+    _model_schedules(cfg, models, total, spe)
+
+
+def resolve_plan(cfg: DictConfig, train_size: int, models: Mapping[str, tuple[Mapping, bool]], world_size: int = 1, config_hash: str = "") -> Plan:
+    """The plan from config, the training-set size and ``name -> (optimizer overrides, warm-up applies)``."""
+    per_rank, micro = _batch_split(cfg, world_size)
+    lr_base, scale = _peak_lr(cfg)
+    spe = _steps_per_epoch(cfg, train_size)
+    total = _budget(cfg, spe)
+    check_range(decay_fn(cfg), _probe_steps(total), total, f"decay={decay_name(cfg)}")
+    optimizer_cfgs, schedules = _model_schedules(cfg, models, total, spe)
+    t = cfg.train
     return Plan(
         total_steps=total,
         steps_per_epoch=spe,
@@ -245,7 +239,7 @@ def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "")
         lr_base=lr_base,
         lr_scale=scale,
         seed=int(cfg.seed),
-        batch_size=int(b.size),
+        batch_size=int(cfg.batch.size),
         train=TrainSettings(
             eval_every=t.eval_every, log_every=t.log_every, check_every=t.check_every, checkpoint_every=t.checkpoint_every,
             diverge_factor=t.diverge_factor, clip_grad=t.clip_grad,
@@ -257,6 +251,71 @@ def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "")
         schedules=schedules,
         optimizer_cfgs=optimizer_cfgs,
     )
+
+
+def _batch_split(cfg: DictConfig, world_size: int) -> tuple[int, int]:
+    """(examples per process per step, micro-batch size); the global batch must split evenly."""
+    b = cfg.batch
+    if b.size % world_size:
+        raise bad("batch.size", b.size, f"a multiple of the world size {world_size} (the global batch is split over processes)")
+    micro = b.micro_size or b.size // world_size
+    per_rank = b.size // world_size
+    if per_rank % micro:
+        raise bad("batch.micro_size", b.micro_size, f"a divisor of the per-process batch {per_rank} (batch.size={b.size} over {world_size} processes)")
+    return per_rank, micro
+
+
+def _peak_lr(cfg: DictConfig) -> tuple[float, float]:
+    """(base LR, scale factor); their product, the peak LR, must be a finite number."""
+    b = cfg.batch
+    lr_base = float(cfg.optimizer.lr)
+    scale = lr_scale(b.scaling, b.size, b.base_size)
+    if not is_number(lr_base * scale):
+        raise bad("optimizer.lr", lr_base, f"a base LR whose scaled peak (x {scale:g} for batch.scaling={b.scaling}) is a finite number")
+    return lr_base, scale
+
+
+def _steps_per_epoch(cfg: DictConfig, n: int) -> int:
+    spe = n // cfg.batch.size
+    if spe < 1:
+        raise bad("batch.size", cfg.batch.size, f"at most the training set size {n} of task {cfg.task.name}")
+    return spe
+
+
+def _budget(cfg: DictConfig, spe: int | None) -> int | None:
+    """The budget in steps; None when it is given in epochs and the epoch length is unknown."""
+    t = cfg.train
+    if t.steps is not None:
+        return t.steps
+    epochs = t.epochs if t.epochs is not None else t.default_epochs
+    return None if spe is None else epochs * spe
+
+
+def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]], total: int, spe: int | None) -> tuple[dict, dict]:
+    """Per model: its optimizer config (base + overrides) and its Schedule; checks each LR and warm-up length."""
+    warmup, decay = warmup_fn(cfg), decay_fn(cfg)
+    none = functools.partial(_no_warmup)
+    optimizer_cfgs, schedules = {}, {}
+    base = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    for name, (overrides, applies_to) in models.items():
+        oc = {**base, **overrides}
+        if not is_number(oc["lr"]) or oc["lr"] <= 0:
+            raise bad(f"task lr for {name}", oc["lr"], "a number > 0")
+        optimizer_cfgs[name] = oc
+        # no_warmup needs no length: a preset may still set one for the other warm-ups it sweeps
+        applies = applies_to and warmup.func is not no_warmup
+        w = _warmup_steps(cfg, oc, total, spe) if applies else 0
+        if w:
+            check_range(warmup, range(min(w + 1, total)), w, f"warmup={warmup_name(cfg)}")
+        schedules[name] = Schedule(
+            warmup=warmup if w else none,
+            warmup_steps=w,
+            decay=decay,
+            total_steps=total,
+            warmup_name=warmup_name(cfg) if w else "none",
+            decay_name=decay_name(cfg),
+        )
+    return optimizer_cfgs, schedules
 
 
 def _no_warmup(step: int, warmup_steps: int) -> float:

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.records import COMPLETED, DIVERGED, METRICS, RESULT, measured, outcomes, read_metrics, read_result, succeeded
+from bench.records import COMPLETED, DIVERGED, METRICS, RESULT, measured, outcomes, read_result, succeeded
 
 BOOT_CELL = 2000  # resamples for a cell's interval
 BOOT_ALPHA = 1000  # resamples for alpha's interval (each refits every group)
@@ -65,6 +65,7 @@ class Sweep:
     outcomes: dict[str, bool] = field(default_factory=dict)  # measured statuses seen -> success (records.outcomes)
     warnings: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
+    unfinished: list[tuple[str, str]] = field(default_factory=list)  # (job folder, why) of runs that failed or never finished
 
 
 # ---------------------------------------------------------------- reading
@@ -90,12 +91,87 @@ def _override_keys(overrides: list[str]) -> dict[str, str]:
 
 
 def _number(v):
+    """A float from a record value: numbers as they are, non-finite ones stored as strings ("nan", "inf"); NaN otherwise."""
     if isinstance(v, str):
         try:
-            return float(v)  # non-finite values are stored as strings ("nan", "inf")
+            return float(v)
         except ValueError:
             return math.nan
-    return math.nan if v is None else float(v)
+    return float(v) if _is_num(v) else math.nan
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_num_or_text(v) -> bool:
+    """A number, or one JSON cannot hold written as a string (``"nan"``, ``"inf"``)."""
+    return _is_num(v) or (isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"))
+
+
+# What the report reads from a record, and the shape it must have: key -> (test, what is expected, required).
+# A record breaking any of these is skipped and named; None is accepted for a key that is not required.
+_RECORD_KEYS = {
+    "status": (lambda v: isinstance(v, str), "a status string", True),
+    "task": (lambda v: isinstance(v, str), "a task name", True),
+    "config": (lambda v: isinstance(v, dict), "the resolved config (a mapping)", True),
+    "metric_modes": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and m in ("min", "max") for k, m in v.items()), "a mapping metric -> 'min' | 'max'", True),
+    "lr_base": (lambda v: _is_num(v) and math.isfinite(v), "a finite number", True),
+    "batch_size": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", True),
+    "lr_peak": (lambda v: _is_num(v) and math.isfinite(v), "a finite number", True),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", False),
+    "primary_metric": (lambda v: isinstance(v, str), "a metric name", False),
+    "warmup": (lambda v: isinstance(v, str), "a warm-up name", False),
+    "choices": (lambda v: isinstance(v, dict), "a mapping group -> option", False),
+    "overrides": (lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v), "a list of override strings", False),
+    "final": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
+    "best": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
+    "outcomes": (lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()), "a mapping status -> true/false", False),
+    "warmup_steps": (lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values()), "a mapping model -> steps", False),
+    "env": (lambda v: isinstance(v, dict), "a mapping", False),
+    "final_train_loss": (_is_num_or_text, "a number", False),
+    "wall_time_s": (_is_num_or_text, "a number", False),
+    "started": (lambda v: isinstance(v, str), "a timestamp string", False),
+    "ended": (lambda v: isinstance(v, str), "a timestamp string", False),
+}
+
+
+def record_problem(r: dict) -> str | None:
+    """Why the report cannot use record ``r`` (the first key that is missing or of the wrong type), or None."""
+    for key, (test, expected, required) in _RECORD_KEYS.items():
+        if key not in r or r[key] is None:
+            if required:
+                return f"no {key!r} key" if key not in r else f"{key} is null, expected {expected}"
+            continue
+        try:
+            ok = bool(test(r[key]))
+        except Exception:
+            ok = False
+        if not ok:
+            return f"{key}={_short(r[key])} is not {expected}"
+    return None
+
+
+def _short(v) -> str:
+    text = json.dumps(v, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _scalar(v):
+    """A cell value that compares equal to itself and sorts: NaN and None (null) become text, lists and mappings JSON."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "null" if v is None else "nan"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return v
+
+
+def _cell_value(r: dict, key: str):
+    """Record ``r``'s value of cell key ``key``: from its overrides or choices, else its resolved config."""
+    if key in r["_vals"]:
+        return _scalar(r["_vals"][key])
+    v = _lookup(r["config"], key)
+    return _scalar(None if isinstance(v, dict) else v)  # a group's node is no value: the record did not choose this group
 
 
 def _base_value(r: dict, key: str):
@@ -148,13 +224,19 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     records = []
     for p in paths:
         r = read_result(p)
-        if r is None or not isinstance(r.get("config"), dict) or "status" not in r or "metric_modes" not in r:
+        if r is None:
             warnings.append(f"unreadable or half-written record skipped: {p}")
+            continue
+        problem = record_problem(r)
+        if problem is not None:
+            warnings.append(f"malformed record skipped ({problem}): {p}")
             continue
         r["_path"] = p
         records.append(r)
+    unfinished = []
     for d in _job_dirs_without_record(root):
         warnings.append(f"job folder without result.json (never started, or crashed before writing): {d}")
+        unfinished.append((str(d), "no result.json (never started, or crashed before writing its record)"))
     if not records:
         raise ReportError(f"{root}: no readable result.json records found (is this a multirun directory?)")
 
@@ -176,12 +258,14 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         r["_vals"] = vals
         for k in vals:
             extra_vals.setdefault(k, [])
+    # sweeps that override different keys share one folder: a record without a key gets its configured value
     for r in records:
+        r["_cells"] = {k: _cell_value(r, k) for k in extra_vals}
         for k in extra_vals:
-            extra_vals[k].append(str(r["_vals"].get(k)))
+            extra_vals[k].append(str(r["_cells"][k]))
     varying = sorted(k for k, v in extra_vals.items() if len(set(v)) > 1 and k not in NOT_CELL and k not in BASE_KEYS)
     # A key fixed by the other cell keys (an LR multiplier next to lr_base) would only split groups: drop it.
-    table = pd.DataFrame([{k: str(r["_vals"].get(k)) for k in varying} | {k: str(_base_value(r, k)) for k in BASE_KEYS} for r in records])
+    table = pd.DataFrame([{k: str(r["_cells"][k]) for k in varying} | {k: str(_base_value(r, k)) for k in BASE_KEYS} for r in records])
     for k in list(varying):
         others = BASE_KEYS + [v for v in varying if v != k]
         if table.groupby(others)[k].nunique().max() == 1:
@@ -207,13 +291,13 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         ok = measured(r)
         row = {
             "task": r["task"],
-            "optimizer": (r.get("choices") or {}).get("optimizer"),
-            "warmup": r.get("warmup"),
+            "optimizer": _scalar((r.get("choices") or {}).get("optimizer")),
+            "warmup": _scalar(r.get("warmup")),
             "batch_size": r.get("batch_size"),
             "lr_base": r.get("lr_base"),
         }
         for k in varying:
-            row[k] = r["_vals"].get(k)
+            row[k] = r["_cells"][k]
         env = r.get("env") or {}
         row.update(
             seed=r.get("seed"),
@@ -252,12 +336,19 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         rows.append(row)
         if not ok and status != DIVERGED:
             why = {"running": "killed or still going", "failed": "crashed, see its result.json", "preempted": "stopped for a requeue"}.get(status, "unknown status")
-            warnings.append(f"run never finished (status {status}; {why}): {r['_path'].parent}")
+            error = str(r.get("error") or "").strip().splitlines()[:1]
+            warnings.append(f"run never finished (status {status}; {why}): {r['_path'].parent}" + (f": {error[0]}" if error else ""))
+            unfinished.append((str(r["_path"].parent), error[0] if error else f"status {status} ({why})"))
     if not rows:
         raise ReportError(f"{root}: no record holds the metric {metric!r}")
-    runs = pd.DataFrame(rows).sort_values(keys + ["seed"], kind="stable").reset_index(drop=True)
+    runs = pd.DataFrame(rows)
+    for k in varying:  # one type per cell column: numbers sort as numbers, a column with any text is all text
+        if not all(_is_num(v) for v in runs[k]):
+            runs[k] = runs[k].map(str)
+    runs["seed"] = runs["seed"].astype("Int64")  # a record may lack its seed: sorted last, not a crash
+    runs = runs.sort_values(keys + ["seed"], kind="stable").reset_index(drop=True)
     names = sorted(runs["metric_name"].unique())
-    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root))
+    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root), sorted(unfinished))
 
 
 # ---------------------------------------------------------------- statistics
@@ -541,6 +632,9 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
         lines.append(f"- hardware: {h['device']} ({h['device_name']}), {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
     lines.append(f"- wall time: {_wall(runs)}")
     lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: final {sw.metric}")
+    if sw.unfinished:  # first thing after the provenance: these runs are missing from every table below
+        lines += ["", "## Jobs that failed or did not finish", ""]
+        lines += [f"- `{d}`: {why}" for d, why in sw.unfinished]
     lines += ["", "## Warnings", ""]
     lines += [f"- {w}" for w in warns] or ["- none"]
     lines += ["", "## Files", "", "- `runs.csv` (one row per run), `summary.csv` (cells), `best_lr.csv`, `alpha.csv`, `table.md`, `table.tex`"]
@@ -553,10 +647,47 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
     path.write_text("\n".join(lines) + "\n")
 
 
-def curves(run_dir: str) -> pd.DataFrame:
-    """A run's metrics.jsonl as a table (empty when missing)."""
+def curves(run_dir: str, warnings: list[str] | None = None) -> pd.DataFrame:
+    """A run's metrics.jsonl as a table (empty when missing), numeric columns as floats.
+
+    Rows up to the first line that is not a JSON object are kept (a killed writer leaves a truncated
+    last line); that line and what follows are dropped, and so are rows without a numeric ``step``.
+    Each drop is appended to ``warnings`` with the file and line, so the report says what it left out.
+    """
     p = Path(run_dir) / METRICS
-    return pd.DataFrame(read_metrics(p)) if p.exists() else pd.DataFrame()
+    if not p.exists():
+        return pd.DataFrame()
+    rows = []
+    try:
+        with open(p, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        if warnings is not None:
+            warnings.append(f"metrics.jsonl unreadable ({e.strerror or e}), its curves are not drawn: {p}")
+        return pd.DataFrame()
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict):
+            if warnings is not None:
+                what = "truncated last line" if n == len(lines) else "line that is not a JSON object"
+                warnings.append(f"metrics.jsonl has a {what} at line {n} of {len(lines)}: rows from there on dropped: {p}")
+            break
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty or "step" not in df:
+        return pd.DataFrame()
+    for c in df.columns:
+        if c not in ("kind", "diverged"):
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    bad = df["step"].isna()
+    if bad.any():
+        if warnings is not None:
+            warnings.append(f"metrics.jsonl has {int(bad.sum())} row(s) without a numeric step, dropped: {p}")
+        df = df[~bad]
+    return df
 
 
 def report(root: Path, out: Path | None = None, metric: str | None = None, figures: bool = True) -> dict:
@@ -576,10 +707,11 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     tables = _tables(sw, summary, best, alpha)
     write_markdown(out / "table.md", tables)
     write_latex(out / "table.tex", tables)
-    figures = report_plots.all_figures(sw, summary, best, alpha, out, curves) if figures else []
+    curve_warnings: list[str] = []
+    figures = report_plots.all_figures(sw, summary, best, alpha, out, lambda d: curves(d, curve_warnings)) if figures else []
     for name in set(report_plots.FIGURES) - {f.name for f in figures}:
         (out / name).unlink(missing_ok=True)  # a figure from an earlier report of another sweep would mislead
-    warns = report_warnings(sw, summary, best)
+    warns = report_warnings(sw, summary, best) + curve_warnings
     write_readme(out / "README.md", sw, summary, [f.name for f in figures], tables, warns)
     return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": warns, "tables": tables}
 

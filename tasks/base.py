@@ -21,6 +21,7 @@ from torch's global RNG, which the harness seeds and checkpoints.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -28,6 +29,15 @@ from omegaconf import DictConfig
 from torch import nn
 
 Batch = Any
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the plan needs to know of one model without building it: its optimizer overrides and
+    whether the ``warmup`` group applies to it (see :meth:`Task.optimizer_overrides`, :meth:`Task.warmup_applies_to`)."""
+
+    optimizer: Mapping[str, Any] = field(default_factory=dict)
+    warmup: bool = True
 
 
 class Task(ABC):
@@ -64,6 +74,30 @@ class Task(ABC):
         Raise :class:`bench.errors.ConfigError` (see :func:`bench.errors.bad`) naming the key,
         the value and what is allowed. The constructor may assume the keys passed this check.
         """
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int | None:
+        """:meth:`train_size` as known from config alone (``cfg`` is the ``task`` node, already checked
+        by :meth:`check_config`), or None when only the data can tell.
+
+        The multirun pre-flight uses it to run the plan's size-dependent checks (batch size vs the
+        training set, an epoch budget, a warm-up in epochs) for every grid point before any job
+        starts; with None those checks wait for the job itself. Same rules as :meth:`check_config`:
+        no data loading. It must equal what :meth:`train_size` returns once the task is built.
+        """
+        return None
+
+    @classmethod
+    def static_models(cls, cfg: DictConfig) -> Mapping[str, ModelSpec] | None:
+        """``name -> ModelSpec`` in :attr:`models` order, from config alone, or None when unknown.
+
+        The default (one model named ``model``, no optimizer overrides, warm-up applied) holds for
+        every task that keeps the base :meth:`optimizer_overrides` and :meth:`warmup_applies_to`;
+        a task that overrides either returns None here unless it overrides this too.
+        """
+        if cls.optimizer_overrides is Task.optimizer_overrides and cls.warmup_applies_to is Task.warmup_applies_to:
+            return {"model": ModelSpec()}
+        return None
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         # the harness checked these keys already; a task built directly (a notebook, a script,

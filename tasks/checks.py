@@ -8,6 +8,8 @@ is an ``int`` to Python, but ``task.hidden=true`` is a mistake, not a width of 1
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path, PurePath
 from typing import Any, Iterable
 
 from bench.errors import bad
@@ -72,3 +74,37 @@ def int_pair(key: str, v: Any, allowed: str) -> list[int]:
     if vals is None or len(vals) != 2 or not all(is_int(x) and x >= 1 for x in vals):
         raise bad(key, vals if vals is not None else v, allowed)
     return vals
+
+
+CACHE_ENV = "BENCH_CACHE"
+DEFAULT_CACHE = "~/.cache/warmup-bench"
+
+
+def cache_root() -> Path:
+    """Where tasks keep files worth reusing across runs (trained tokenizers, the GAN metric's classifier):
+    ``$BENCH_CACHE``, else ``~/.cache/warmup-bench``. Config keys name folders inside it, never outside."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def relative_path(key: str, v: Any, allowed: str) -> str:
+    """A non-empty relative path that stays below its base: no absolute path, no ``~``, no ``..`` part."""
+    text(key, v, allowed)
+    p = PurePath(v)
+    if p.is_absolute() or v.startswith("~") or ".." in p.parts:
+        raise bad(key, v, allowed)
+    return v
+
+
+def cache_path(v: str) -> Path:
+    """A ``*.cache_dir`` value (checked by :func:`relative_path`) as a folder under :func:`cache_root`."""
+    return cache_root() / v
+
+
+def job_path(v: str) -> Path:
+    """An output file value (checked by :func:`relative_path`) under the job's output directory: Hydra's
+    ``runtime.output_dir`` inside a run, the current directory for a task built outside one (a script, a test)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    out = OmegaConf.select(HydraConfig.instance().cfg, "hydra.runtime.output_dir", default=None) if HydraConfig.initialized() else None
+    return Path(out or ".") / v

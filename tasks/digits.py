@@ -33,6 +33,11 @@ def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tenso
     return x[train], y[train], x[val], y[val]
 
 
+def digits_train_size(val_fraction: float) -> int:
+    """Training images left by :func:`load_digits_split` (same rounding), without loading them."""
+    return DIGITS_IMAGES - round(DIGITS_IMAGES * val_fraction)
+
+
 def check_split(cfg: DictConfig) -> None:
     """``task.val_fraction`` and ``task.split_seed``, shared by the classifier and the digits GAN."""
     vf = checks.number_in("task.val_fraction", cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
@@ -72,6 +77,10 @@ class DigitsTask(Task):
         check_split(cfg)
         checks.int_pair("task.channels", cfg.channels, "two positive conv widths, e.g. [32, 64]")
         checks.int_at_least("task.hidden", cfg.hidden, 1)
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int:
+        return digits_train_size(cfg.val_fraction)
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)

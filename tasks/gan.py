@@ -39,8 +39,8 @@ from torch import nn
 
 from bench.errors import bad
 from tasks import checks
-from tasks.base import Task, count_parameters
-from tasks.digits import DigitsCNN, check_split, load_digits_split
+from tasks.base import ModelSpec, Task, count_parameters
+from tasks.digits import DigitsCNN, check_split, digits_train_size, load_digits_split
 from tasks.gan_metrics import frechet_distance, grid_centres, label_entropy, mode_stats, ring_centres
 
 MODELS = ("discriminator", "generator")
@@ -86,28 +86,34 @@ class GanTask(Task):
         checks.int_at_least("task.z_dim", cfg.z_dim, 1, "an integer >= 1 (latent dimensions)")
         checks.int_at_least("task.eval_samples", cfg.eval_samples, 2, "an integer >= 2 (generated samples per evaluation)")
         checks.int_at_least("task.eval_seed", cfg.eval_seed, 0)
-        # samples_file usually interpolates ${hydra:...}, which only resolves inside a run: check literals only
-        if "samples_file" in cfg and not OmegaConf.is_interpolation(cfg, "samples_file") and cfg.samples_file is not None:
-            checks.text("task.samples_file", cfg.samples_file, "a file path, or null for none")
+        if cfg.samples_file is not None:  # an output: it stays inside the job's output directory
+            checks.relative_path("task.samples_file", cfg.samples_file, "a file name relative to the job's output directory (no absolute path, no '..'), or null for none")
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
         self.kind = cfg.loss
         self.z_dim = cfg.z_dim
-        self.samples_file = Path(cfg.samples_file) if cfg.get("samples_file") else None
+        self.samples_file = checks.job_path(cfg.samples_file) if cfg.samples_file is not None else None
         self.discriminator: nn.Module
         self.generator: nn.Module
+
+    @classmethod
+    def static_models(cls, cfg: DictConfig) -> dict[str, ModelSpec]:
+        """Per-model peak LR ``base_lr x lr_mult.<model>``; the warm-up applies to the model(s) ``warmup_on`` names."""
+        return {
+            name: ModelSpec(optimizer={"lr": float(cfg.base_lr) * float(cfg.lr_mult[name])}, warmup=cfg.warmup_on in ("both", name))
+            for name in MODELS
+        }
 
     @property
     def models(self) -> dict[str, nn.Module]:
         return {"discriminator": self.discriminator, "generator": self.generator}
 
     def optimizer_overrides(self, name: str) -> dict:
-        return {"lr": float(self.cfg.base_lr) * float(self.cfg.lr_mult[name])}
+        return dict(type(self).static_models(self.cfg)[name].optimizer)
 
     def warmup_applies_to(self, name: str) -> bool:
-        on = self.cfg.warmup_on
-        return on == "both" or on == name
+        return type(self).static_models(self.cfg)[name].warmup
 
     def real(self, batch) -> torch.Tensor:
         """The real examples in a batch (the batch itself for tensors)."""
@@ -190,6 +196,10 @@ class MixtureGanTask(GanTask):
         checks.int_at_least("task.epoch_samples", cfg.epoch_samples, 1, "an integer >= 1 (nominal examples per epoch)")
         checks.int_at_least("task.hidden", cfg.hidden, 1, "an integer >= 1 (MLP width)")
         checks.int_at_least("task.layers", cfg.layers, 1, "an integer >= 1 (hidden layers in each MLP)")
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int:
+        return cfg.epoch_samples
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
@@ -310,7 +320,8 @@ def classifier_settings(cfg: DictConfig) -> dict:
 
 
 def load_or_train_classifier(cfg: DictConfig, data: tuple, device: torch.device) -> tuple[DigitsCNN, float, Path]:
-    """The digits classifier for the metrics: loaded from ``classifier.cache_dir`` or trained once and saved.
+    """The digits classifier for the metrics: loaded from ``classifier.cache_dir`` (under the cache root,
+    :func:`tasks.checks.cache_root`) or trained once and saved there.
 
     The file name carries a hash of :func:`classifier_settings`, so changed settings train a new one.
     Training uses its own seeded RNG inside ``fork_rng``, so a run's random stream is the same whether
@@ -318,7 +329,7 @@ def load_or_train_classifier(cfg: DictConfig, data: tuple, device: torch.device)
     """
     settings = classifier_settings(cfg)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(os.path.expanduser(str(cfg.classifier.cache_dir))) / f"digits_classifier_{key}.pt"
+    path = checks.cache_path(cfg.classifier.cache_dir) / f"digits_classifier_{key}.pt"
     model = DigitsCNN(tuple(settings["channels"]), settings["hidden"])
     if path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -374,7 +385,11 @@ class DigitsGanTask(GanTask):
             checks.int_at_least(f"task.classifier.{key}", c[key], 1, "an integer >= 1")
         checks.positive("task.classifier.lr", c.lr, "a learning rate > 0 (Adam)")
         checks.int_at_least("task.classifier.seed", c.seed, 0)
-        checks.text("task.classifier.cache_dir", c.cache_dir, "a writable folder for the cached classifier")
+        checks.relative_path("task.classifier.cache_dir", c.cache_dir, f"a folder name under the cache root (${checks.CACHE_ENV}, default {checks.DEFAULT_CACHE}): no absolute path, no '..'")
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int:
+        return digits_train_size(cfg.val_fraction)
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)

@@ -29,7 +29,7 @@ from torch import nn
 from bench.errors import bad
 from tasks import checks
 from tasks.base import Task, count_parameters
-from tasks.text import Corpus, build_corpus, check_context, check_corpus_config, lm_blocks, mlm_blocks
+from tasks.text import Corpus, build_corpus, check_context, check_corpus_config, lm_blocks, mlm_blocks, pydoc_text, split_text
 
 NORMS = ("post", "pre")
 
@@ -125,6 +125,14 @@ class _TextTask(Task):
         checks.int_at_least("task.eval_tokens", cfg.eval_tokens, 1)  # at least one block is always evaluated
         checks.int_at_least("task.eval_batch_size", cfg.eval_batch_size, 1)
         check_corpus_config(cfg.corpus, cfg.tokenizer)
+
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int | None:
+        """Known without tokenising for the bundled pydoc corpus at character level only (one token per character)."""
+        if cfg.corpus.source != "pydoc" or cfg.tokenizer.kind != "char":
+            return None
+        train_text, _ = split_text(pydoc_text(), cfg.corpus.val_fraction)
+        return (len(train_text) - cls.extra_tokens) // cfg.context_length
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)

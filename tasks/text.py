@@ -16,12 +16,14 @@ Tokenisers (``task.tokenizer.kind``):
 
 - ``char``: one id per distinct character of the whole corpus (sorted by code point);
 - ``bpe``: byte-level BPE trained with ``tokenizers`` on the training split only, cached on disk
-  under ``tokenizer.cache_dir`` in a file named by the SHA-256 of the training text and settings,
+  under ``tokenizer.cache_dir`` (a folder inside the cache root ``$BENCH_CACHE``, default
+  ``~/.cache/warmup-bench``) in a file named by the SHA-256 of the training text and settings,
   so a sweep trains it once and every job reuses it.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -54,7 +56,8 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
     whether ``corpus.path`` exists as the right kind of path (one ``stat``).
 
     What needs the text stays in :func:`build_corpus`: both splits non-empty, a char vocabulary
-    that covers the character set, and the readers' own checks of a file's contents.
+    that covers the character set, and the readers' own checks of a file's contents. A binary
+    file is caught here already by :func:`sniff_text` (the first few KB of each file).
     """
     checks.number_in("task.corpus.val_fraction", corpus_cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
     source = checks.choice("task.corpus.source", corpus_cfg.source, SOURCES)
@@ -65,6 +68,8 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
         checks.text("task.corpus.path", path, TEXT_PATH if source == "text" else DATASET_PATH)
         if source == "text" and not os.path.exists(os.path.expanduser(path)):
             raise bad("task.corpus.path", path, TEXT_PATH)
+        if source == "text":
+            sniff_text(path)
         if source == "dataset":
             if not os.path.isdir(os.path.expanduser(path)):
                 raise bad("task.corpus.path", path, DATASET_PATH)
@@ -76,7 +81,7 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
         if vs is None or vs <= BYTE_ALPHABET:
             raise bad("task.tokenizer.vocab_size", vs, f"an integer > {BYTE_ALPHABET} for byte-level BPE (its base alphabet is the {BYTE_ALPHABET} bytes)")
         checks.int_at_least("task.tokenizer.min_frequency", tok_cfg.min_frequency, 1)
-        checks.text("task.tokenizer.cache_dir", tok_cfg.cache_dir, "a writable folder for trained tokenizers")
+        checks.relative_path("task.tokenizer.cache_dir", tok_cfg.cache_dir, f"a folder name under the cache root (${checks.CACHE_ENV}, default {checks.DEFAULT_CACHE}): no absolute path, no '..'")
 
 
 # ---------------------------------------------------------------- corpora
@@ -89,6 +94,40 @@ def pydoc_text() -> str:
     return "\n\n".join(topics[k].strip() for k in sorted(topics)) + "\n"
 
 
+SNIFF_BYTES = 8192  # enough to tell text from an image, an archive or a tensor file
+SNIFF_FILES = 16  # a directory's first files in name order; the read checks them all
+
+
+def _not_text(data: bytes, final: bool) -> str | None:
+    """Why ``data`` is not UTF-8 text (a NUL byte, or the offset of the first invalid byte), or None.
+
+    ``final=False``: ``data`` is the head of a longer file, so a character cut at its end is fine.
+    """
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return f"it holds a NUL byte at offset {nul}: a binary file"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=final)
+    except UnicodeDecodeError as e:
+        return f"byte {e.start} is not UTF-8"
+    return None
+
+
+def sniff_text(path: str) -> None:
+    """Refuse a ``corpus.path`` whose file(s) do not start as UTF-8 text (reads at most 8 KB of the first 16 files)."""
+    p = Path(path).expanduser()
+    files = sorted(p.glob("*.txt"))[:SNIFF_FILES] if p.is_dir() else [p]
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(SNIFF_BYTES + 1)
+        except OSError as e:
+            raise bad("task.corpus.path", path, f"a readable text file ({f}: {e.strerror or e})") from None
+        why = _not_text(head[:SNIFF_BYTES], final=len(head) <= SNIFF_BYTES)
+        if why is not None:
+            raise bad("task.corpus.path", path, f"UTF-8 text; {f.name}: {why}")
+
+
 def read_text_path(path: str) -> str:
     """A UTF-8 file, or the ``*.txt`` files of a directory joined in name order."""
     p = Path(path).expanduser()
@@ -97,7 +136,13 @@ def read_text_path(path: str) -> str:
     files = sorted(p.glob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise bad("task.corpus.path", path, "a directory that holds at least one *.txt file, or a text file")
-    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    parts = []
+    for f in files:
+        try:
+            parts.append(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise bad("task.corpus.path", path, f"UTF-8 text; {f.name}: byte {e.start} is not UTF-8") from None
+    text = "\n".join(parts)
     if not text.strip():
         raise bad("task.corpus.path", path, "a non-empty text file (this one holds no text)")
     return text
@@ -247,7 +292,7 @@ def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.devi
             raise bad("task.tokenizer.vocab_size", vs, f"at least the corpus's character set of {charset} (or null to use it)")
         tok: Tokenizer = CharTokenizer(text, vs)
     else:
-        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, tok_cfg.cache_dir)
+        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, str(checks.cache_path(tok_cfg.cache_dir)))
         info.update(tokenizer_file=str(path), tokenizer_cached=cached)
     train_ids = torch.tensor(tok.encode(train_text), dtype=torch.int64, device=device)
     val_ids = torch.tensor(tok.encode(val_text), dtype=torch.int64, device=device)

@@ -108,6 +108,11 @@ class _ImageClassifier(Task):
         checks.text("task.data_root", cfg.data_root, "the folder that holds the data set (env BENCH_DATA sets it)")
         check_timm_model(cfg)
 
+    @classmethod
+    def static_train_size(cls, cfg: DictConfig) -> int | None:
+        """``train_subset`` when set (a larger one than the data holds is refused when the data is read); else unknown."""
+        return cfg.train_subset
+
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
         self.mean = torch.tensor(_channels("task.mean", cfg.mean), device=device)

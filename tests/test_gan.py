@@ -21,8 +21,14 @@ ONE_THREAD = "hardware.threads=1"  # two threads per job on a busy 2-core machin
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    """One classifier cache for the whole session: the classifier trains once."""
-    return tmp_path_factory.mktemp("gan_cache")
+    """One classifier cache for the whole session (the classifier trains once): $BENCH_CACHE/clf."""
+    root = tmp_path_factory.mktemp("gan_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_CACHE", str(root))  # the CLI runs inherit it too
+        yield root / "clf"
+
+
+CLF = "task.classifier.cache_dir=clf"  # a folder under the cache root
 
 
 def composed(*overrides: str):
@@ -122,7 +128,7 @@ def test_bad_input_on_the_cli_exits_2_without_a_record(tmp_path):
 
 @pytest.mark.slow  # trains the classifier (~5 s)
 def test_classifier_is_trained_once_and_cached(cache_dir):
-    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}")
+    cfg = composed("task=dcgan_digits", CLF)
     torch.manual_seed(5)
     a = DigitsGanTask(cfg.task, 5, torch.device("cpu"))
     after_first = torch.rand(3)
@@ -136,15 +142,16 @@ def test_classifier_is_trained_once_and_cached(cache_dir):
     assert info["classifier_val_acc"] == a.classifier_acc and info["classifier_file"] == str(files[0])
     assert 0 < info["fd_real_val_vs_train"] < 50  # seen 11.7-13.6 over classifier.seed 0-4
     # a different setting is a different file
-    cfg2 = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}", "task.classifier.epochs=1")
+    cfg2 = composed("task=dcgan_digits", CLF, "task.classifier.epochs=1")
     DigitsGanTask(cfg2.task, 0, torch.device("cpu"))
     assert len(list(cache_dir.glob("digits_classifier_*.pt"))) == 2
 
 
 @pytest.mark.parametrize("size", [8, 16])
-def test_dcgan_produces_the_image_size(tmp_path, size):
-    # a one-epoch classifier (~0.3 s) in its own folder: shapes need no good metric network
-    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={tmp_path}", "task.classifier.epochs=1", f"task.image_size={size}")
+def test_dcgan_produces_the_image_size(tmp_path, monkeypatch, size):
+    # a one-epoch classifier (~0.3 s) in its own cache root: shapes need no good metric network
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    cfg = composed("task=dcgan_digits", "task.classifier.cache_dir=clf", "task.classifier.epochs=1", f"task.image_size={size}")
     task = DigitsGanTask(cfg.task, 0, torch.device("cpu"))
     batch = next(iter(task.train_batches(8, 0, 0, torch.Generator().manual_seed(0))))
     assert batch.shape == (8, 1, size, size) and batch.min() >= -1 and batch.max() <= 1
@@ -212,13 +219,13 @@ def test_digits_run_improves(tmp_path, cache_dir):
     43-98 (ratio <= 0.1), best class entropy >= 2.19, so the bounds below leave a wide margin.
     """
     p = run_bench(
-        "task=dcgan_digits", *ADAM, "optimizer.lr=0.002", f"task.classifier.cache_dir={cache_dir}", "train.steps=300",
+        "task=dcgan_digits", *ADAM, "optimizer.lr=0.002", CLF, "train.steps=300",
         "train.eval_every=50", "train.log_every=50", ONE_THREAD, f"hydra.run.dir={tmp_path}",
     )
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["status"] == "completed"
-    cfg = composed("task=dcgan_digits", f"task.classifier.cache_dir={cache_dir}")
+    cfg = composed("task=dcgan_digits", CLF)
     torch.manual_seed(r["seed"])  # as the harness seeds before it builds the task
     untrained = DigitsGanTask(cfg.task, r["seed"], torch.device("cpu"))
     with torch.no_grad():

@@ -21,8 +21,8 @@ PROSE = "The quick brown fox jumps over the lazy dog. " * 40 + "Pack my box with
 TINY = ["task.width=32", "task.depth=2", "task.heads=2", "task.context_length=16", "task.eval_tokens=2048"]
 
 
-def task_cfg(task: str, *overrides: str, cache: Path | None = None) -> DictConfig:
-    """The composed ``task`` node, exactly as the CLI would build it."""
+def task_cfg(task: str, *overrides: str, cache: str | None = None) -> DictConfig:
+    """The composed ``task`` node, exactly as the CLI would build it (``cache``: a folder under $BENCH_CACHE)."""
     extra = [f"task.tokenizer.cache_dir={cache}"] if cache else []
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"task={task}", *overrides, *extra])
@@ -71,9 +71,10 @@ def test_bpe_trained_on_small_file_round_trips_and_is_cached(tmp_path):
     assert not cached3 and not cached4 and len({path, path3, path4}) == 3
 
 
-def test_bpe_task_uses_configured_cache_dir(tmp_path):
+def test_bpe_task_uses_configured_cache_dir(tmp_path, monkeypatch):
     f = text_file(tmp_path)
-    cfg = task_cfg("lm_preln", *TINY, "task.corpus.source=text", f"task.corpus.path={f}", "task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=300", cache=tmp_path / "tc")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    cfg = task_cfg("lm_preln", *TINY, "task.corpus.source=text", f"task.corpus.path={f}", "task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=300", cache="tc")
     first = TransformerLMTask(cfg, 0, CPU)
     second = TransformerLMTask(cfg, 0, CPU)
     assert first.extra_record()["tokenizer_cached"] is False and second.extra_record()["tokenizer_cached"] is True

@@ -364,3 +364,122 @@ def test_cli_prints_warnings_on_stderr(tmp_path):
     assert "warning: best LR on the high edge of the grid" in p.stderr
     assert "warning: 4 of 4 cells have fewer than 3 seeds" not in p.stderr  # three seeds per cell here
     assert "warning:" not in p.stdout
+
+
+# ---------------------------------------------------------------- content the report must survive
+
+MALFORMED = [
+    ("lr_base", "0.1", "lr_base=\"0.1\" is not a finite number"),
+    ("batch_size", None, "batch_size is null"),
+    ("task", ["digits"], "task=[\"digits\"] is not a task name"),
+    ("metric_modes", {"val_acc": "up"}, "metric_modes="),
+    ("final", {"val_acc": "high"}, "final="),
+    ("overrides", "optimizer.lr=0.1", "overrides="),
+    ("warmup_steps", {"model": "five"}, "warmup_steps="),
+    ("seed", 1.5, "seed=1.5 is not an integer"),
+    ("outcomes", {"completed": "yes"}, "outcomes="),
+    ("lr_peak", None, "lr_peak is null"),
+]
+
+
+@pytest.mark.parametrize("key,value,reason", MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_malformed_record_is_skipped_and_named(tmp_path, key, value, reason):
+    root = small_sweep(tmp_path / "sweep")
+    r = json.loads((root / "3" / "result.json").read_text())
+    r[key] = value
+    (root / "3" / "result.json").write_text(json.dumps(r))
+    res = rep.report(root, tmp_path / "out", figures=False)
+    named = [w for w in res["warnings"] if str(root / "3" / "result.json") in w]
+    assert len(named) == 1 and "malformed record skipped" in named[0] and reason in named[0], res["warnings"]
+    assert res["summary"]["n_runs"].sum() == 11
+
+
+def test_a_record_missing_a_required_key_is_named(tmp_path):
+    root = small_sweep(tmp_path / "sweep")
+    r = json.loads((root / "5" / "result.json").read_text())
+    del r["lr_base"]
+    (root / "5" / "result.json").write_text(json.dumps(r))
+    res = rep.report(root, tmp_path / "out", figures=False)
+    assert any("no 'lr_base' key" in w and str(root / "5") in w for w in res["warnings"])
+    assert "no 'lr_base' key" in (tmp_path / "out" / "README.md").read_text()
+
+
+JUNK = ["x", "", "nan", "inf", None, True, -1, 0, 1e308, 2.5, [], [1, "a"], {}, {"a": None}, {"val_acc": [1]}]
+
+
+def test_fuzz_the_report_never_crashes_on_record_content(tmp_path):
+    """Many records, each with one key replaced by junk: the report finishes (or says there is nothing to
+    report) and names every record it skipped; with figures for a few of the sweeps."""
+    rng = np.random.default_rng(0)
+    keys = sorted(record(0))
+    for trial in range(24):
+        root = small_sweep(tmp_path / f"s{trial}")
+        for i in range(12):
+            if rng.random() < 0.5:
+                continue
+            p = root / str(i) / "result.json"
+            r = json.loads(p.read_text())
+            for _ in range(int(rng.integers(1, 3))):
+                k = keys[int(rng.integers(len(keys)))]
+                if rng.random() < 0.2:
+                    r.pop(k, None)
+                else:
+                    r[k] = JUNK[int(rng.integers(len(JUNK)))]
+            p.write_text(json.dumps(r))
+        try:
+            res = rep.report(root, tmp_path / f"out{trial}", figures=trial % 8 == 0)
+        except rep.ReportError:
+            continue
+        text = "\n".join(res["warnings"])
+        for i in range(12):
+            r = json.loads((root / str(i) / "result.json").read_text())
+            if rep.record_problem(r) is not None:
+                assert str(root / str(i) / "result.json") in text
+
+
+def test_two_sweeps_with_different_grid_keys_in_one_folder(tmp_path):
+    """Sweep A varies warmup.steps, sweep B does not override it: B's cells take its configured value (null),
+    not NaN, which equals nothing and used to crash the figures."""
+    root = tmp_path / "sweep"
+    recs = []
+    for steps in (5, 10):
+        for seed in range(2):
+            r = record(len(recs), warmup="linear", lr=0.1, seed=seed, acc=0.9 + steps / 1000)
+            r["overrides"] = [*r["overrides"], f"warmup.steps={steps}"]
+            r["config"]["warmup"]["steps"] = steps
+            recs.append(r)
+    for lr in (0.1, 0.3):
+        for seed in range(2):
+            r = record(len(recs), warmup="none", lr=lr, seed=seed, acc=0.8)
+            r["config"]["warmup"]["steps"] = None
+            recs.append(r)
+    write_sweep(root / "a", recs[:4])
+    write_sweep(root / "b", recs[4:])
+    res = rep.report(root, tmp_path / "out")
+    s = res["summary"]
+    assert sorted(s["warmup.steps"].map(str)) == ["10", "5", "null", "null"]
+    assert s["n_runs"].tolist() == [2, 2, 2, 2]
+    assert {f.name for f in res["figures"]} >= {"heatmap.png", "curves.png"}
+
+
+def test_a_truncated_metrics_file_is_named(tmp_path):
+    root = small_sweep(tmp_path / "sweep")
+    for i in range(12):
+        p = root / str(i) / "metrics.jsonl"
+        p.write_text(p.read_text()[:-20])  # a killed writer: the last row is cut off
+    res = rep.report(root, tmp_path / "out")
+    cut = [w for w in res["warnings"] if "metrics.jsonl has a truncated last line at line 10 of 10" in w]
+    assert cut and all("rows from there on dropped" in w for w in cut)
+    assert "truncated last line" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_failed_runs_are_named_with_their_error_in_the_readme(tmp_path):
+    root = small_sweep(tmp_path / "sweep")
+    r = json.loads((root / "2" / "result.json").read_text())
+    r.update(status="failed", final=None, best=None, error="RuntimeError: boom in loss()", traceback="Traceback...\nRuntimeError: boom in loss()")
+    (root / "2" / "result.json").write_text(json.dumps(r))
+    res = rep.report(root, tmp_path / "out", figures=False)
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Jobs that failed or did not finish" in readme
+    assert f"- `{root / '2'}`: RuntimeError: boom in loss()" in readme
+    assert any("never finished (status failed" in w and "RuntimeError: boom in loss()" in w for w in res["warnings"])
