@@ -199,7 +199,7 @@ def test_second_writer_is_refused_and_a_killed_holder_blocks_nothing(tmp_path):
     a = _start(*LONG, f"hydra.run.dir={tmp_path}")
     try:
         _wait_rows(tmp_path / PARTIAL, 20, a)
-        p = _bench("train.steps=30", "seed=1", "hardware.threads=1", f"hydra.run.dir={tmp_path}")
+        p = _bench("train.steps=30", "train.log_every=1", "seed=1", "hardware.threads=1", f"hydra.run.dir={tmp_path}")
         assert p.returncode == 2
         lines = _error_lines(p.stderr)
         assert len(lines) == 1 and f"in use by pid {a.pid} on host {socket.gethostname()}" in lines[0], p.stderr
@@ -210,7 +210,7 @@ def test_second_writer_is_refused_and_a_killed_holder_blocks_nothing(tmp_path):
     finally:
         os.killpg(a.pid, signal.SIGKILL)
         a.communicate()
-    p = _bench("train.steps=30", "seed=1", "hardware.threads=1", f"hydra.run.dir={tmp_path}")
+    p = _bench("train.steps=30", "train.log_every=1", "seed=1", "hardware.threads=1", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     assert f"the job run by pid {a.pid}" in p.stderr and "died without a final record" in p.stderr
     r = _result(tmp_path)
