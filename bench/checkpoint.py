@@ -110,11 +110,19 @@ def save(out_dir, config_hash: str, next_step: int, models, opts, scheds, metric
     path = Path(out_dir) / FILE
     tmp = path.with_name(f".{FILE}.tmp{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:  # our own handle: closed on failure, so unlinking it frees the space at once
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         crash_point("checkpoint-tmp")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is not None and cause is not e:  # torch reports a full disk as "unexpected pos": name the real error
+            raise OSError(cause.errno, f"cannot write {path}: {cause.strerror}") from e
         raise
 
 
