@@ -29,6 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import checkpoint as ckpt
+from bench import records
 from bench.distributed import Dist, from_environment
 from bench.errors import ConfigError, bad
 from bench.loggers import Loggers, RunContext, build_loggers, logger_choice
@@ -36,7 +37,6 @@ from bench.lock import Busy, JobLock, read_holder, watch_parent
 from bench.loop import Outcome, train
 from bench.plan import Plan, decay_name, make_plan, validate, warmup_name
 from bench.probes import build_probes
-from bench import records
 from bench.records import RESULT, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
