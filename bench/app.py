@@ -3,7 +3,9 @@
 One call = one job, in named steps that scripts reuse: :func:`prepare` (validate, threads,
 ranks, device), :func:`build_task`, :func:`build_plan`, :func:`start_record`, :func:`run_job`
 (the loop), :func:`finish_record`. Bad input ends with one ``error:`` line and exit code 2 before any
-record is written; a diverged run is a normal result; a crash is recorded as ``failed``.
+record is written; a diverged run is a normal result; a crash is recorded as ``failed`` (a single run
+then exits 1, a multirun goes on to its next job). A job holds its directory's lock
+(:mod:`bench.lock`) from before it reads its old record until its final record is written.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from bench import checkpoint as ckpt
+from bench import records
 from bench.distributed import Dist, from_environment
 from bench.errors import ConfigError, bad
 from bench.loggers import Loggers, RunContext, build_loggers, logger_choice
+from bench.lock import Busy, JobLock, read_holder, watch_parent
 from bench.loop import Outcome, train
 from bench.plan import Plan, decay_name, make_plan, validate, warmup_name
 from bench.probes import build_probes
-from bench.records import RESULT, SCHEMA_VERSION, config_hash, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
+from bench.records import RESULT, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -267,50 +271,186 @@ def _already_finished(previous: dict | None, chash: str) -> bool:
     return bool(previous) and previous.get("config_hash") == chash and previous.get("status") in finished_statuses(previous)
 
 
+def _take_lock(job: Job) -> JobLock | None:
+    """The job directory's lock (rank 0 takes it for all ranks); :class:`bench.lock.Busy` names the holder."""
+    lock, busy = None, None
+    if job.dist.is_main:
+        try:
+            lock = JobLock(job.out_dir).acquire()
+        except Busy as e:
+            busy = str(e)
+    busy = job.dist.broadcast(busy)
+    if busy is not None:
+        raise Busy(busy)
+    return lock
+
+
+def _recover(job: Job, previous: dict | None, holder: dict) -> None:
+    """Under the lock, before anything is read: clear what killed writers left behind, and say so."""
+    orphans = records.remove_orphans(job.out_dir) + ckpt.remove_orphans(job.out_dir)
+    if orphans:
+        log.warning("%s: removed %d temporary file(s) of a killed writer: %s", job.out_dir, len(orphans), ", ".join(p.name for p in orphans))
+    if previous is not None and previous.get("status") == "running":
+        who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "an earlier process"
+        log.warning("%s: the job run by %s (started %s) died without a final record; running it again (from its checkpoint if it left one)",
+                    job.out_dir, who, previous.get("started"))
+    if job.cfg.train.force:
+        reason = ckpt.discard_unreadable(job.out_dir)
+        if reason:
+            log.warning("train.force=true: discarded %s, starting over", reason.split(": ")[0])
+
+
+class _GuardedLogger:
+    """A plug-in logger whose failure in open/log/offset/close is caught: the first error is noted
+    (result.json ``logger_errors``), the plug-in is switched off, and training goes on with the local record."""
+
+    def __init__(self, name: str, inner, errors: list):
+        self.name, self.inner, self.errors, self.failed = name, inner, errors, False
+
+    def _call(self, phase: str, fn, *args):
+        if self.failed:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:
+            self.failed = True
+            msg = f"logger.{self.name} failed in {phase}: {type(e).__name__}: {e}"
+            self.errors.append(msg)
+            print(f"[bench] warning: {msg}; switched off, the local record goes on", file=sys.stderr)
+            return None
+
+    def open(self, resume_offset):
+        self._call("open", self.inner.open, resume_offset)
+
+    def log(self, row):
+        self._call("log", self.inner.log, row)
+
+    def offset(self):
+        return self._call("offset", self.inner.offset)
+
+    def close(self, result):
+        self._call("close", self.inner.close, result)
+
+
+def _failed(record: dict, e: BaseException, t0: float) -> dict:
+    record.update(status="failed", success=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                  wall_time_s=time.perf_counter() - t0, ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return record
+
+
+def _write_record(job: Job, record: dict) -> bool:
+    """Write result.json; if even that fails (disk full), say so: the ``running`` record left behind is
+    recognised as dead by the next run, which holds the lock its writer no longer does."""
+    try:
+        write_json_atomic(job.out_dir / RESULT, record)
+        return True
+    except OSError as e:
+        print(f"[bench] {job.out_dir / RESULT}: cannot write the {record['status']} record ({type(e).__name__}: {e}); "
+              "it stays 'running' and a rerun starts the job again", file=sys.stderr)
+        return False
+
+
+def _early_record(job: Job) -> dict:
+    """What is known of a job before its task is built: enough for a ``failed`` record."""
+    return {
+        "schema": SCHEMA_VERSION, "status": "running", "task": job.cfg.task.get("name"), "choices": job.choices,
+        "overrides": job.overrides, "seed": job.cfg.seed, "output_dir": str(job.out_dir), "sweep_dir": job.sweep_dir,
+        "config_hash": job.config_hash, "config": job.resolved, "env": environment(job.device),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def run(cfg: DictConfig) -> dict:
-    """One job: prepare, build the task and plan, write the running record, train, write the final record."""
+    """One job under its directory's lock: prepare, build the task and plan, write the running record,
+    train, write the final record. Returns the record; a crash is returned as a ``failed`` record."""
     job = prepare(cfg)
+    if job.multirun:
+        watch_parent()  # a launcher worker must not outlive its launcher, nor start queued jobs after it died
+    holder = read_holder(job.out_dir)
+    lock = _take_lock(job)
+    try:
+        return _run_locked(job, holder)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(job: Job, holder: dict) -> dict:
+    """:func:`run` once the lock is held. Publish order: metrics.jsonl, result.json, checkpoint removal
+    (a kill between any two is repaired by the rerun: see docs/ARCHITECTURE.md, Crash safety)."""
+    cfg, dist = job.cfg, job.dist
     previous = read_result(job.out_dir / RESULT)
+    if dist.is_main:
+        _recover(job, previous, holder)
     if _already_finished(previous, job.config_hash) and not cfg.train.force:
+        if dist.is_main:
+            ckpt.remove(job.out_dir)  # left by a job killed after its final record
         log.info("%s: already %s for this config, skipped (train.force=true reruns)", job.out_dir, previous["status"])
         return previous
 
-    task = build_task(cfg, job.device)
-    plan = build_plan(cfg, task, job.dist.world_size, job.config_hash)
-    probes = build_probes(cfg.get("diagnostics"))
-    record = start_record(job, task, plan)
-    dist = job.dist
-    if dist.is_main:
-        log_start(record)
-    extra = []
-    if dist.is_main:
-        extra = build_job_loggers(job)  # before the record: a bad logger entry is a config error
-        write_json_atomic(job.out_dir / RESULT, record)
-    logger = Loggers(job.out_dir, extra)
-    preempt = ckpt.PreemptFlag()
-    preempt.install()
-
     t0 = time.perf_counter()
     try:
-        outcome = run_job(job, task, plan, logger, probes, preempt)
-    except Exception as e:
-        record.update(status="failed", success=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(), wall_time_s=time.perf_counter() - t0)
+        task = build_task(cfg, job.device)
+        plan = build_plan(cfg, task, job.dist.world_size, job.config_hash)
+        probes = build_probes(cfg.get("diagnostics"))
+        record = start_record(job, task, plan)
+        extra = []
         if dist.is_main:
-            logger.close(record)
-            write_json_atomic(job.out_dir / RESULT, record)
+            extra = build_job_loggers(job)  # before the record: a bad logger entry is a config error
+    except ConfigError:
         raise
-    record = finish_record(record, outcome, task, plan, time.perf_counter() - t0)
+    except Exception as e:  # a crash before training (data, model): recorded, so the job is not left without a status
+        record = _failed(_early_record(job), e, t0)
+        if dist.is_main:
+            _write_record(job, record)
+        return _report_failure(job, record)
+
+    errors: list[str] = []
+    names = list(cfg.logger or {})
     if dist.is_main:
-        if not outcome.preempted:
-            logger.close(record)
+        log_start(record)
         write_json_atomic(job.out_dir / RESULT, record)
-        if not outcome.preempted:
-            ckpt.remove(job.out_dir)
-    if dist.is_main:
-        log_end(record, job.out_dir / RESULT)
-    dist.close()
-    if outcome.preempted:
-        preempt.hand_over()
+    logger = Loggers(job.out_dir, [_GuardedLogger(n, lg, errors) for n, lg in zip(names, extra)])
+    preempt = ckpt.PreemptFlag()
+    preempt.install()
+    t0 = time.perf_counter()
+    try:
+        try:
+            outcome = run_job(job, task, plan, logger, probes, preempt)
+            record = finish_record(record, outcome, task, plan, time.perf_counter() - t0)
+            record["logger_errors"] = errors
+            if dist.is_main:
+                if not outcome.preempted:
+                    logger.close(record)  # publishes metrics.jsonl
+                    crash_point("metrics")
+                write_json_atomic(job.out_dir / RESULT, record)
+                crash_point("result")
+                if not outcome.preempted:
+                    ckpt.remove(job.out_dir)
+                log_end(record, job.out_dir / RESULT)
+        except BaseException as e:  # every way out of training ends in a record that says so
+            record = _failed(record, e, t0)
+            record["logger_errors"] = errors
+            if dist.is_main:
+                try:
+                    logger.close(record)
+                except Exception as close_error:  # e.g. the disk is full: the failed record matters more than the rows
+                    print(f"[bench] {job.out_dir}: metrics not published ({type(close_error).__name__}: {close_error})", file=sys.stderr)
+                _write_record(job, record)
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt (Ctrl-C twice), SystemExit: recorded, and the process stops
+            dist.close()
+            return _report_failure(job, record)
+        dist.close()
+        return record
+    finally:
+        preempt.hand_over()  # restores the handlers; a signal that arrived is delivered now that the record is written
+
+
+def _report_failure(job: Job, record: dict) -> dict:
+    """Print a failed job's traceback; return its record so that a multirun goes on to the next job."""
+    print(record.get("traceback", ""), file=sys.stderr, end="")
+    log.error("%s: failed: %s", job.out_dir, record["error"])
     return record
 
 
@@ -318,11 +458,13 @@ def run(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg)
-    except ConfigError as e:
+    except (ConfigError, Busy) as e:
         print(f"error: {e}", file=sys.stderr)
         from bench.cluster import discard_refused_run
 
         discard_refused_run()
         sys.exit(2)
+    if result.get("status") == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(1)  # a single run's failure is its exit status; a sweep's is decided over its records at the end
     primary = result.get("primary_metric")
     return (result.get("final") or {}).get(primary)

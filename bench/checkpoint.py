@@ -4,7 +4,10 @@ A checkpoint holds the models, optimizers, LR schedulers, RNG states, the next s
 the metrics.jsonl byte offset and the loop's running summaries. Data position needs
 no state: the batch order is a function of (seed, epoch), so the next step says where
 to start. Written atomically (temporary file + os.replace); loaded with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. A save that fails (disk full) removes its temporary file; one
+killed mid-save leaves ``.checkpoint.pt.tmp<pid>``, which the next job in the directory removes
+(:func:`remove_orphans`). A checkpoint that cannot be read is a :class:`CheckpointError` naming the
+file; ``train.force=true`` discards it (:func:`discard_unreadable`) and the job starts over.
 """
 
 from __future__ import annotations
@@ -18,14 +21,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.records import crash_point
 
 FILE = "checkpoint.pt"
 FINAL = "final.pt"  # with train.save_final=true
+KEYS = ("config_hash", "step", "models", "optimizers", "schedulers", "rng", "metrics_offset")
+
+
+class CheckpointError(Exception):
+    """A checkpoint file that cannot be loaded; the message names the file."""
 
 
 class PreemptFlag:
-    """Set by SIGUSR2/SIGTERM; the loop checkpoints at the next step boundary, then hands the
-    signal to the handler that was installed before (submitit's, which requeues the job)."""
+    """Set by SIGUSR2/SIGTERM/SIGINT; the loop checkpoints at the next step boundary, then hands the
+    signal to the handler that was installed before (submitit's, which requeues the job).
+
+    SIGINT (Ctrl-C) is a preemption too; a second SIGINT raises KeyboardInterrupt at once. SIGINT is
+    left alone where it is ignored (a background job of a non-interactive shell).
+    """
 
     def __init__(self):
         self._set = False
@@ -33,13 +46,17 @@ class PreemptFlag:
         self._previous = {}
 
     def install(self) -> None:
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
+        for sig in (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+            if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread (e.g. a thread-based launcher): no preemption support
                 pass
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self._signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without the checkpoint
         self._set, self._signum = True, signum
 
     def is_set(self) -> bool:
@@ -58,7 +75,9 @@ class PreemptFlag:
         if self._signum is None:
             return
         prev = self._previous.get(self._signum)
-        if callable(prev):
+        if self._signum == signal.SIGINT:  # end as an interrupted process (exit status 130), without a traceback
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        elif callable(prev):
             prev(self._signum, None)
             if self._signum != signal.SIGTERM:
                 return
@@ -91,8 +110,32 @@ def save(out_dir, config_hash: str, next_step: int, models, opts, scheds, metric
     }
     path = Path(out_dir) / FILE
     tmp = path.with_name(f".{FILE}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # our own handle: closed on failure, so unlinking it frees the space at once
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        crash_point("checkpoint-tmp")
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is not None and cause is not e:  # torch reports a full disk as "unexpected pos": name the real error
+            raise OSError(cause.errno, f"cannot write {path}: {cause.strerror}") from e
+        raise
+
+
+def _read(path: Path, mmap: bool = False) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); train.force=true discards it and starts the job over") from e
+    missing = [k for k in KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a bench checkpoint (missing {', '.join(missing)}); train.force=true discards it and starts the job over")
+    return state
 
 
 def save_final(out_dir, models, opts) -> Path:
@@ -106,14 +149,38 @@ def save_final(out_dir, models, opts) -> Path:
 
 
 def load(out_dir, config_hash: str) -> dict | None:
-    """The checkpoint in ``out_dir`` if it belongs to the config with this hash, else None."""
+    """The checkpoint in ``out_dir`` if it belongs to the config with this hash, else None.
+
+    Raises :class:`CheckpointError` (naming the file) when there is one that cannot be read.
+    """
     path = Path(out_dir) / FILE
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read(path)
     if state.get("config_hash") != config_hash:
         return None
     return state
+
+
+def discard_unreadable(out_dir) -> str | None:
+    """Remove the checkpoint in ``out_dir`` if it cannot be read; returns the reason, or None if it is readable or absent."""
+    path = Path(out_dir) / FILE
+    if not path.exists():
+        return None
+    try:
+        _read(path, mmap=True)  # memory-mapped: checks the file without holding a second copy of the weights
+    except CheckpointError as e:
+        path.unlink(missing_ok=True)
+        return str(e)
+    return None
+
+
+def remove_orphans(out_dir) -> list[Path]:
+    """Delete temporary files left by saves that were killed; call only while holding the job's lock."""
+    found = sorted(Path(out_dir).glob(f".{FILE}.tmp*"))
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def restore(state: dict, models, opts, scheds) -> int:

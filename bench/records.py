@@ -5,8 +5,10 @@ Files in a job's output directory:
 - ``metrics.jsonl``: one JSON object per logged row. Train rows carry ``kind="train"``,
   eval rows ``kind="eval"``. While the job runs the rows go to ``metrics.jsonl.partial``;
   the file is renamed to ``metrics.jsonl`` when the job ends (completed, diverged or
-  failed), so a ``metrics.jsonl`` is always a finished record. Rows hold no wall-clock
-  values, so the same config and seed give the same file byte for byte.
+  failed), just before the final result.json, so a finished record always has all its rows.
+  A job killed between the two leaves ``metrics.jsonl`` next to a ``running`` record; its rerun
+  resumes from the checkpoint by renaming it back (see :class:`MetricsWriter`). Rows hold no
+  wall-clock values, so the same config and seed give the same file byte for byte.
 - ``result.json``: the run's summary (schema in README.md), rewritten atomically
   (temporary file + ``os.replace``): status ``running`` while the job runs, then
   ``completed``, ``diverged``, ``failed``, ``preempted``, or one of the task's declared outcomes.
@@ -41,6 +43,22 @@ DIVERGED = "diverged"
 # Records of schema 1 written before result.json carried ``outcomes``: the only task status then
 # was the GAN's ``collapsed`` (a failure). The one place that knows about it (see outcomes()).
 LEGACY_OUTCOMES = {"completed": True, "collapsed": False}
+# Test-only: BENCH_TEST_KILL_AT=<point> makes the job SIGKILL itself at that point of the publish
+# sequence (see crash_point), so tests can kill a real process at a real instant.
+KILL_AT_ENV = "BENCH_TEST_KILL_AT"
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process here when ``$BENCH_TEST_KILL_AT`` equals ``name`` (tests only; unset in normal use).
+
+    Points: ``checkpoint-tmp`` (checkpoint written to its temporary file, not yet renamed),
+    ``metrics`` (metrics.jsonl published, result.json still ``running``), ``result`` (final
+    result.json written, checkpoint not yet removed).
+    """
+    if os.environ.get(KILL_AT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def declared_outcomes(task_outcomes: Mapping[str, bool]) -> dict[str, bool]:
@@ -93,12 +111,24 @@ def write_json_atomic(path: Path, obj: Mapping) -> None:
     """Write ``obj`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(dumps(obj, indent=2, sort_keys=False))
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(dumps(obj, indent=2, sort_keys=False))
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave the temporary file behind
+        raise
+
+
+def remove_orphans(out_dir: Path) -> list[Path]:
+    """Delete result.json temporary files left by killed writers; call only while holding the job's lock."""
+    found = sorted(Path(out_dir).glob(f".{RESULT}.tmp*"))
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def read_result(path: Path) -> dict | None:
@@ -141,12 +171,24 @@ def config_hash(resolved: Mapping) -> str:
 
 
 class MetricsWriter:
-    """Appends rows to ``metrics.jsonl.partial`` and publishes ``metrics.jsonl`` on close."""
+    """Appends rows to ``metrics.jsonl.partial`` and publishes ``metrics.jsonl`` on close.
+
+    Resuming (``resume_offset`` = the checkpoint's byte offset) keeps the first ``resume_offset``
+    bytes: of ``metrics.jsonl.partial``, or of ``metrics.jsonl`` when the job that wrote the
+    checkpoint had already published it (killed before its final result.json, or failed), which
+    is renamed back to ``.partial`` first. Fewer bytes than the offset is an error, never padding.
+    """
 
     def __init__(self, out_dir: Path, resume_offset: int | None = None):
         self.partial = Path(out_dir) / PARTIAL
         self.final = Path(out_dir) / METRICS
-        if resume_offset is not None and self.partial.exists():
+        if resume_offset is not None:
+            if not self.partial.exists() and self.final.exists():
+                os.replace(self.final, self.partial)
+            size = self.partial.stat().st_size if self.partial.exists() else None
+            if size is None or size < resume_offset:
+                raise RuntimeError(f"{self.partial}: the checkpoint expects {resume_offset} bytes of rows, found {size or 0}; "
+                                   "delete the job's checkpoint.pt to start the job over")
             with open(self.partial, "r+b") as f:
                 f.truncate(resume_offset)
             self.f = open(self.partial, "ab")
@@ -164,10 +206,14 @@ class MetricsWriter:
         return self.f.tell()
 
     def close(self) -> None:
+        """Flush, close and publish. The file is closed even when the flush fails (disk full);
+        then nothing is published and the error propagates."""
         if self.f.closed:
             return
-        self.flush()
-        self.f.close()
+        try:
+            self.flush()
+        finally:
+            self.f.close()
         os.replace(self.partial, self.final)
 
 

@@ -55,7 +55,7 @@ def test_report_after_multirun_then_rerun_skips_finished_jobs(tmp_path):
     (sweep / "2" / "result.json").unlink()
     p = run_bench("-m", *SWEEP, f"hydra.sweep.dir={sweep}")
     assert p.returncode == 0, p.stderr
-    assert p.stderr.count("skipped") == 2
+    assert (p.stdout + p.stderr).count("skipped") == 2
     after = _ended(sweep)
     assert after["0"] == before["0"] and after["3"] == before["3"]
     assert json.loads((sweep / "1" / "result.json").read_text())["status"] == "completed"
@@ -64,7 +64,7 @@ def test_report_after_multirun_then_rerun_skips_finished_jobs(tmp_path):
     # train.force=true reruns a finished job (one job, to keep the test short)
     p = run_bench("-m", "optimizer.lr=0.05", "seed=0", *SWEEP[2:], "train.force=true", f"hydra.sweep.dir={sweep}", "report=false")
     assert p.returncode == 0, p.stderr
-    assert "skipped" not in p.stderr
+    assert "skipped" not in p.stdout + p.stderr
     assert json.loads((sweep / "0" / "result.json").read_text())["started"] != recs[0]["started"]
 
 
