@@ -63,12 +63,19 @@ def _device(cfg: DictConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool, cuda: bool) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic`` on a CUDA device, ask torch for deterministic kernels.
+
+    On the CPU the flag is not set: it would import torch._inductor (~2 s per process, paid by every
+    job) and the CPU kernels these tasks use are deterministic at a fixed thread count anyway, which the
+    byte-identical tests (same seed twice, resume vs uninterrupted, probes on/off) check.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if cuda:
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:  # let cuDNN time its kernels once per input shape: fixed-shape convnets run markedly faster
         torch.backends.cudnn.benchmark = True
@@ -130,7 +137,7 @@ def prepare(cfg: DictConfig) -> Job:
 
 def build_task(cfg: DictConfig, device: torch.device) -> Task:
     """Seed every RNG, then build the task named by ``task._target_`` (data and models)."""
-    _seed_everything(cfg.seed, cfg.hardware.deterministic)
+    _seed_everything(cfg.seed, cfg.hardware.deterministic, device.type == "cuda")
     task = hydra.utils.get_class(cfg.task._target_)(cfg.task, cfg.seed, device)
     if cfg.hardware.channels_last:
         for m in task.models.values():

@@ -94,3 +94,15 @@ class SweepCallback(Callback):
             print(f"[report] failed: {type(e).__name__}: {e} (rerun: python -m bench.report {sweep_dir})", file=sys.stderr)
             return
         print_summary(res)
+        publish_to_wandb(config, sweep_dir)
+
+
+def publish_to_wandb(config: DictConfig, sweep_dir: Path) -> None:
+    """With logger=wandb, the report's tables and figures as one summary run of the sweep's W&B group."""
+    wandb_cfg = (config.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return
+    from bench.loggers import publish_sweep_to_wandb
+
+    experiment = config.hydra.runtime.choices.get("experiment") if "runtime" in config.hydra else None
+    publish_sweep_to_wandb(wandb_cfg, sweep_dir, experiment)
