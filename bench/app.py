@@ -36,7 +36,17 @@ from bench.probes import build_probes
 from bench.records import RESULT, SCHEMA_VERSION, config_hash, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+def _conf_dir() -> str:
+    """The checkout's top-level conf/ when running from a checkout (or an editable install), else the
+    copy installed with the package as bench/conf (pyproject.toml maps conf/ there at build time)."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
+        return str(checkout / "conf")
+    return str(here / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 log = logging.getLogger(__name__)
