@@ -343,6 +343,10 @@ def start_wandb_run(mode: str, args: dict, init_timeout: float | None, what: str
     if mode == WANDB_FALLBACK_MODE:
         _say(f"W&B could not start for {what} ({first}); the job goes on with its local record only")
         return None
+    try:
+        wandb.teardown()  # the failed attempt may still hold the run id in W&B's service process
+    except Exception:
+        pass
     where = Path(os.environ.get("WANDB_DIR") or args.get("dir") or ".") / "wandb"
     _say(f"W&B could not start {mode} for {what} ({first}); logging offline to {where} (upload later: wandb sync {where}/offline-run-*)")
     try:

@@ -81,7 +81,7 @@ def test_sweep_lands_in_one_folder_with_group_names_and_a_summary_run(tmp_path):
     assert "warmup:linear" in jobs[1].tags and "task:digits" in jobs[1].tags and jobs[0].project == "warmup-bench"
     assert {"train_loss", "val_acc"} <= history_keys(recs["warmup=linear"][0])
     keys = history_keys(summary_dir)
-    assert {"table/summary", "table/runs", "table/best_lr"} <= keys and any(k.startswith("figure/") for k in keys)
+    assert {"table/summary/_type", "table/runs/_type", "table/best_lr/_type"} <= keys and any(k.startswith("figure/") for k in keys)
     assert list(summary_dir.glob("files/media/table/**/*.table.json")) and list(summary_dir.glob("files/media/images/**/*.png"))
     table = json.loads(next(summary_dir.glob("files/media/table/**/summary*.table.json")).read_text())
     assert len(table["data"]) == 2  # one row per cell of the report's summary: warmup none and linear
