@@ -40,7 +40,17 @@ from bench.probes import build_probes
 from bench.records import RESULT, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+def _conf_dir() -> str:
+    """The checkout's top-level conf/ when running from a checkout (or an editable install), else the
+    copy installed with the package as bench/conf (pyproject.toml maps conf/ there at build time)."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
+        return str(checkout / "conf")
+    return str(here / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 log = logging.getLogger(__name__)
@@ -67,12 +77,19 @@ def _device(cfg: DictConfig, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _seed_everything(seed: int, deterministic: bool) -> None:
+def _seed_everything(seed: int, deterministic: bool, cuda: bool) -> None:
+    """Seed Python, NumPy and torch; with ``deterministic`` on a CUDA device, ask torch for deterministic kernels.
+
+    On the CPU the flag is not set: it would import torch._inductor (~2 s per process, paid by every
+    job) and the CPU kernels these tasks use are deterministic at a fixed thread count anyway, which the
+    byte-identical tests (same seed twice, resume vs uninterrupted, probes on/off) check.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if cuda:
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     else:  # let cuDNN time its kernels once per input shape: fixed-shape convnets run markedly faster
         torch.backends.cudnn.benchmark = True
@@ -134,7 +151,7 @@ def prepare(cfg: DictConfig) -> Job:
 
 def build_task(cfg: DictConfig, device: torch.device) -> Task:
     """Seed every RNG, then build the task named by ``task._target_`` (data and models)."""
-    _seed_everything(cfg.seed, cfg.hardware.deterministic)
+    _seed_everything(cfg.seed, cfg.hardware.deterministic, device.type == "cuda")
     task = hydra.utils.get_class(cfg.task._target_)(cfg.task, cfg.seed, device)
     if cfg.hardware.channels_last:
         for m in task.models.values():

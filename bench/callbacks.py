@@ -142,7 +142,7 @@ class SweepCallback(Callback):
             print(f"[sweep] could not check the jobs' records: {type(e).__name__}: {e}".splitlines()[0], file=sys.stderr)
             bad_jobs = []
         if config.get("report", True):
-            self._report(sweep_dir)
+            self._report(sweep_dir, config)
         if bad_jobs:
             print(f"[sweep] {len(bad_jobs)} job(s) of this sweep failed or did not finish:", file=sys.stderr)
             for d, why in bad_jobs:
@@ -151,7 +151,7 @@ class SweepCallback(Callback):
             raise SystemExit(EXIT_JOBS_FAILED)
 
     @staticmethod
-    def _report(sweep_dir: Path) -> None:
+    def _report(sweep_dir: Path, config: DictConfig) -> None:
         from bench.report import ReportError, print_summary, report
 
         try:
@@ -163,3 +163,15 @@ class SweepCallback(Callback):
             print(f"[report] failed: {type(e).__name__}: {e} (rerun: python -m bench.report {sweep_dir})", file=sys.stderr)
             return
         print_summary(res, file=sys.stdout, warn_file=sys.stderr)  # the streams of now, not of import time
+        publish_to_wandb(config, sweep_dir)
+
+
+def publish_to_wandb(config: DictConfig, sweep_dir: Path) -> None:
+    """With logger=wandb, the report's tables and figures as one summary run of the sweep's W&B group."""
+    wandb_cfg = (config.get("logger") or {}).get("wandb")
+    if wandb_cfg is None:
+        return
+    from bench.loggers import publish_sweep_to_wandb
+
+    experiment = config.hydra.runtime.choices.get("experiment") if "runtime" in config.hydra else None
+    publish_sweep_to_wandb(wandb_cfg, sweep_dir, experiment)

@@ -134,51 +134,270 @@ def _scalars(row: Mapping) -> dict[str, float]:
     return {k: v for k, v in row.items() if k not in ("kind", "step") and isinstance(v, Real) and not isinstance(v, bool)}
 
 
-class WandbLogger:
-    """One W&B run per job. Offline mode writes under ``<job dir>/wandb`` and needs no network.
+WANDB_FALLBACK_MODE = "offline"  # what a job logs to when nothing chooses a mode, or the chosen one fails to start
 
-    The run id is the config hash plus a hash of the job directory, and ``resume="allow"``: a
-    requeued or resumed job continues its own run. Tags are the config choices as ``group:option``.
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _unless_env(value, var: str):
+    """``value``, or None when the W&B environment variable ``var`` is set: W&B then reads it itself
+    (an argument passed to ``wandb.init`` would beat the variable)."""
+    return None if os.environ.get(var) else value
+
+
+WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled", "shared": "shared"}
+
+
+def _outside_mode() -> str | None:
+    """The mode W&B would take from outside bench, read as W&B reads it: WANDB_MODE, else the ``mode``
+    key that ``wandb online|offline|disabled`` writes to the workspace or global settings file."""
+    import configparser
+
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    config_dir = Path(os.environ.get("WANDB_CONFIG_DIR") or Path.home() / ".config" / "wandb").expanduser()
+    for f in (Path("wandb") / "settings", config_dir / "settings"):  # the workspace file wins
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(f)
+        except configparser.Error:
+            continue
+        if parser.has_option("default", "mode"):
+            return parser.get("default", "mode")
+    return None
+
+
+def wandb_mode(configured: str | None) -> str:
+    """The W&B mode for a run: ``logger.wandb.mode`` when set, else what W&B itself resolves from the
+    environment and its settings files, else offline (W&B's own default, online, needs an account).
+    An unknown value is reported in one line and replaced by offline."""
+    mode = configured if configured is not None else _outside_mode()
+    if mode is None:
+        return WANDB_FALLBACK_MODE
+    if mode not in WANDB_MODES:
+        source = "logger.wandb.mode" if configured is not None else "WANDB_MODE / W&B settings"
+        _say(f"W&B mode {mode!r} from {source} is not one of {', '.join(WANDB_MODES)}: logging {WANDB_FALLBACK_MODE}")
+        return WANDB_FALLBACK_MODE
+    return WANDB_MODES[mode]
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}"
+
+
+def sweep_dir_of(ctx: RunContext) -> Path | None:
+    """The sweep directory of a multirun job (Hydra's ``hydra.sweep.dir``), None for a single run."""
+    if not ctx.multirun:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().sweep.dir).resolve()
+    for parent in Path(ctx.out_dir).resolve().parents:  # outside a Hydra job (tests, scripts): where multirun.yaml is
+        if (parent / "multirun.yaml").is_file():
+            return parent
+    return Path(ctx.out_dir).resolve().parent
+
+
+def sweep_group(experiment: str | None, sweep_dir: Path) -> str:
+    """W&B group of a sweep: the experiment's name (or the sweep directory's) plus a sweep id, a hash
+    of the sweep directory, so two sweeps of one preset stay apart and a resumed sweep keeps its group."""
+    sweep_id = hashlib.sha256(str(Path(sweep_dir).resolve()).encode()).hexdigest()[:6]
+    return f"{experiment or Path(sweep_dir).name}-{sweep_id}"
+
+
+def varying_keys(multirun_yaml: Path) -> list[str]:
+    """The keys a sweep varies (more than one value), in the order they were given: the preset's
+    ``hydra.sweeper.params`` then the command line (which wins for a key in both)."""
+    import yaml
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        hydra_cfg = (yaml.safe_load(multirun_yaml.read_text()) or {}).get("hydra", {})
+        strings = [f"{k}={v}" for k, v in ((hydra_cfg.get("sweeper") or {}).get("params") or {}).items()]
+        strings += list((hydra_cfg.get("overrides") or {}).get("task") or [])
+        keys: dict[str, bool] = {}
+        for o in OverridesParser.create().parse_overrides(strings):
+            keys[o.get_key_element()] = o.is_sweep_override() and len(list(o.sweep_string_iterator())) > 1
+    except Exception:  # a name is a nicety: an unreadable file falls back to the job's full override list
+        return []
+    return [k for k, varies in keys.items() if varies]
+
+
+def run_name(ctx: RunContext, sweep_dir: Path | None) -> str:
+    """The overrides that vary within the sweep ('warmup=linear,optimizer.lr=0.1'); the job name
+    (all its overrides) outside a sweep or when the sweep's keys cannot be read."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if sweep_dir is None or not HydraConfig.initialized():
+        return ctx.job_name
+    keys = varying_keys(sweep_dir / "multirun.yaml")
+    mine = {}
+    for o in HydraConfig.get().overrides.task:
+        k, _, v = o.partition("=")
+        mine[k.lstrip("+~")] = o.lstrip("+~")
+    picked = [mine[k] for k in keys if k in mine]
+    return ",".join(picked) if picked else ctx.job_name
+
+
+class WandbLogger:
+    """One W&B run per job; never stops training. See the W&B section of docs/ARCHITECTURE.md.
+
+    Mode: ``mode`` when set, else W&B's own (WANDB_MODE, ``wandb offline``), else offline. A mode that
+    fails to start (no network, no account, bad settings) falls back to offline with one line on stderr;
+    offline failing too leaves the job with its local record. Offline runs of a sweep share one
+    ``<sweep dir>/wandb`` (one ``wandb sync`` uploads them), a single run writes ``<job dir>/wandb``.
+    Group: the experiment (or sweep directory) name plus a sweep id; job_type: the task; name: the
+    overrides that vary within the sweep; tags: ``group:option``. A WANDB_* variable (WANDB_PROJECT,
+    WANDB_ENTITY, WANDB_RUN_GROUP, WANDB_JOB_TYPE, WANDB_NAME, WANDB_DIR, WANDB_INIT_TIMEOUT) wins over
+    the value bench would derive; an explicit YAML or command-line value wins over both.
+    The run id is the config hash plus a hash of the job directory, and ``resume="allow"``: a requeued
+    or resumed job continues its own run.
     """
 
-    def __init__(self, *, ctx: RunContext, mode: str, project: str, entity: str | None, group: str | None, tags: list[str]):
+    def __init__(self, *, ctx: RunContext, mode: str | None, project: str | None, entity: str | None, group: str | None,
+                 tags: list[str], init_timeout: float | None = None):
         self.ctx = ctx
         self.mode, self.project, self.entity, self.group, self.tags = mode, project, entity, group, list(tags)
+        self.init_timeout = init_timeout
         self.run = None
 
-    def open(self, resume_offset: int | None) -> None:
-        os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb
-
+    def _init_args(self) -> dict:
         ctx = self.ctx
+        sweep_dir = sweep_dir_of(ctx)
+        experiment = ctx.choices.get("experiment")
+        group = self.group or (sweep_group(experiment, sweep_dir) if sweep_dir is not None else experiment)
         run_id = f"{ctx.config_hash}-{hashlib.sha256(str(Path(ctx.out_dir).resolve()).encode()).hexdigest()[:8]}"
         tags = [f"{g}:{c}" for g, c in ctx.choices.items() if c is not None] + self.tags
-        self.run = wandb.init(
-            project=self.project,
-            entity=self.entity,
-            group=self.group or ctx.sweep_name,
-            name=ctx.job_name,
+        return dict(
+            project=self.project or _unless_env("warmup-bench", "WANDB_PROJECT"),
+            entity=self.entity,  # None: WANDB_ENTITY, else the account's default entity
+            group=self.group or _unless_env(group, "WANDB_RUN_GROUP"),
+            job_type=_unless_env((ctx.config.get("task") or {}).get("name"), "WANDB_JOB_TYPE"),
+            name=_unless_env(run_name(ctx, sweep_dir), "WANDB_NAME"),
             tags=[t[:64] for t in tags],  # W&B limits tags to 64 characters
             config=ctx.config,
-            dir=str(ctx.out_dir),
-            mode=self.mode,
+            dir=_unless_env(str(sweep_dir if sweep_dir is not None else ctx.out_dir), "WANDB_DIR"),
             reinit="finish_previous",
             id=run_id,
             resume="allow",  # W&B drops rows at steps it already has, so a resumed run logs each step once
         )
 
+    def open(self, resume_offset: int | None) -> None:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        mode = wandb_mode(self.mode)
+        if mode == "disabled":
+            self.run = None  # W&B is not even imported: nothing is written
+            return
+        self.run = start_wandb_run(mode, self._init_args(), self.init_timeout, f"job {self.ctx.job_name}")
+
     def log(self, row: Mapping) -> None:
-        self.run.log(_scalars(row), step=int(row["step"]))
+        if self.run is None:
+            return
+        try:
+            self.run.log(_scalars(row), step=int(row["step"]))
+        except Exception as e:  # the local record is the result: W&B failing mid-run stops W&B, not training
+            _say(f"W&B stopped logging this job ({_one_line(e)}); metrics.jsonl has every row")
+            self.run = None
 
     def offset(self) -> None:
         return None  # W&B keeps its own position: resume="allow" with a fixed run id
 
     def close(self, result: Mapping) -> None:
+        if self.run is None:
+            return
         for k in ("status", "steps", "lr_peak", "wall_time_s"):
             self.run.summary[k] = result.get(k)
         for k, v in (result.get("final") or {}).items():
             self.run.summary[f"final/{k}"] = v
         self.run.finish(exit_code=0 if result.get("status") != "failed" else 1)
+
+
+def _wandb_init(mode: str, args: dict, settings=None):
+    """``wandb.init`` with ``mode`` resolved already (:func:`wandb_mode`): WANDB_MODE is hidden from it for
+    the call, so a value W&B refuses cannot stop the fallback run."""
+    import wandb
+
+    saved = os.environ.pop("WANDB_MODE", None)
+    try:
+        return wandb.init(mode=mode, settings=settings, **args)
+    finally:
+        if saved is not None:
+            os.environ["WANDB_MODE"] = saved
+
+
+def start_wandb_run(mode: str, args: dict, init_timeout: float | None, what: str):
+    """A W&B run in ``mode``; on failure one line on stderr and an offline run instead (None when
+    offline fails as well). ``init_timeout`` bounds an online start (WANDB_INIT_TIMEOUT wins)."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    timeout = _unless_env(init_timeout, "WANDB_INIT_TIMEOUT")
+    try:
+        return _wandb_init(mode, args, wandb.Settings(init_timeout=timeout) if timeout is not None else None)
+    except Exception as e:
+        first = _one_line(e)
+    if mode == WANDB_FALLBACK_MODE:
+        _say(f"W&B could not start for {what} ({first}); the job goes on with its local record only")
+        return None
+    try:
+        wandb.teardown()  # the failed attempt may still hold the run id in W&B's service process
+    except Exception:
+        pass
+    where = Path(os.environ.get("WANDB_DIR") or args.get("dir") or ".") / "wandb"
+    _say(f"W&B could not start {mode} for {what} ({first}); logging offline to {where} (upload later: wandb sync {where}/offline-run-*)")
+    try:
+        return _wandb_init(WANDB_FALLBACK_MODE, args)
+    except Exception as e:
+        _say(f"W&B could not start offline either ({_one_line(e)}); the job goes on with its local record only")
+        return None
+
+
+def publish_sweep_to_wandb(wandb_cfg: Mapping, sweep_dir: Path, experiment: str | None) -> None:
+    """One summary run in the sweep's group (job_type ``summary``): every table of the report
+    (``<sweep>/report/*.csv``) as a W&B Table and every figure (``*.png``) as an image.
+
+    Called by the sweep callback after the report; writes beside the jobs' runs, so the same
+    ``wandb sync <sweep dir>/wandb/offline-run-*`` uploads the jobs and this summary. Never raises.
+    """
+    try:
+        mode = wandb_mode(wandb_cfg.get("mode"))
+        report_dir = Path(sweep_dir) / "report"
+        if mode == "disabled" or not report_dir.is_dir():
+            return
+        sweep_dir = Path(sweep_dir).resolve()
+        group = wandb_cfg.get("group") or _unless_env(sweep_group(experiment, sweep_dir), "WANDB_RUN_GROUP")
+        args = dict(
+            project=wandb_cfg.get("project") or _unless_env("warmup-bench", "WANDB_PROJECT"),
+            entity=wandb_cfg.get("entity"),
+            group=group,
+            job_type="summary",
+            name=f"summary {group or sweep_dir.name}",
+            tags=["summary", *list(wandb_cfg.get("tags") or [])],
+            dir=_unless_env(str(sweep_dir), "WANDB_DIR"),
+            reinit="finish_previous",
+            id=f"summary-{hashlib.sha256(str(sweep_dir).encode()).hexdigest()[:12]}",
+            resume="allow",
+        )
+        run = start_wandb_run(mode, args, wandb_cfg.get("init_timeout"), f"the summary of {sweep_dir}")
+        if run is None:
+            return
+        import pandas as pd
+        import wandb
+
+        payload = {}
+        for csv in sorted(report_dir.glob("*.csv")):
+            payload[f"table/{csv.stem}"] = wandb.Table(dataframe=pd.read_csv(csv))
+        for png in sorted(report_dir.glob("*.png")):
+            payload[f"figure/{png.stem}"] = wandb.Image(str(png))
+        run.log(payload)
+        run.finish()
+        _say(f"W&B: report of {sweep_dir} logged to the summary run of group {group} ({len(payload)} tables and figures)")
+    except Exception as e:  # publishing is a mirror of the report: it never fails a sweep
+        _say(f"W&B summary run skipped ({_one_line(e)})")
 
 
 class TensorBoardLogger:

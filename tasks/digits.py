@@ -6,8 +6,11 @@ an index into it: no loader, no host copies in the step loop.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -20,13 +23,28 @@ from tasks.base import Task, count_parameters
 DIGITS_IMAGES = 1797  # scikit-learn's bundled set: a fixed size, so split sizes are known without loading it
 
 
+def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (1797, 8, 8) float64 pixel counts in 0..16 and int labels.
+
+    Read straight from the CSV that scikit-learn ships (64 pixels then the label per row), as
+    ``sklearn.datasets.load_digits`` does: importing ``sklearn.datasets`` costs ~2 s per process.
+    """
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():  # a scikit-learn that keeps its data elsewhere
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        return data.images, data.target
+    rows = np.loadtxt(csv, delimiter=",")
+    return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
+
+
 def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images as float32 (N, 1, 8, 8) scaled to [0, 1] and int64 labels, split by a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.int64)
+    images, target = _read_digits()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(target, dtype=torch.int64)
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
     n_val = round(len(x) * val_fraction)
     val, train = perm[:n_val], perm[n_val:]

@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.plugin_event_accumulator import EventA
 from tensorboard.util import tensor_util
 
 from bench.errors import ConfigError
-from bench.loggers import Loggers, RunContext, TensorBoardLogger, WandbLogger, build_loggers, logger_choice
+from bench.loggers import Loggers, RunContext, TensorBoardLogger, WandbLogger, build_loggers, logger_choice, sweep_group, varying_keys
 from conftest import ROOT, bench_env, metrics, results, run_bench
 
 CONF = ROOT / "conf"
@@ -67,7 +67,7 @@ def test_build_loggers_builds_each_entry_with_ctx(tmp_path):
     ctx = _ctx(tmp_path)
     built = build_loggers(_compose("logger=[wandb,tensorboard]", "logger.tensorboard.dir=tb").logger, ctx)
     assert [type(lg) for lg in built] == [WandbLogger, TensorBoardLogger]
-    assert built[0].ctx is ctx and built[0].mode == "offline"
+    assert built[0].ctx is ctx and built[0].mode is None  # null: W&B's own mode, offline when nothing is set
     assert built[1].log_dir == tmp_path / "tb"
     assert build_loggers(_compose().logger, ctx) == []
     assert not any(tmp_path.iterdir())  # building opens nothing
@@ -87,18 +87,47 @@ def test_malformed_entry_is_a_config_error_naming_its_key(tmp_path, entry, key):
 def test_wandb_run_arguments(tmp_path, monkeypatch):
     import wandb
 
+    for var in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_RUN_GROUP", "WANDB_NAME", "WANDB_JOB_TYPE", "WANDB_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-settings"))
     seen = {}
     monkeypatch.setattr(wandb, "init", lambda **kw: seen.update(kw))
     long = "x" * 80
-    lg = WandbLogger(ctx=_ctx(tmp_path, {"warmup": "linear", "batch": "linear", "experiment": None}, "sweep-1"),
-                     mode="offline", project="p", entity=None, group=None, tags=[long])
+    sweep = tmp_path / "sweep"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    ctx = RunContext(out_dir=sweep / "3", config={"seed": 0, "task": {"name": "digits"}}, sweep_name="sweep",
+                     choices={"warmup": "linear", "batch": "linear", "experiment": "demo"}, job_name="warmup=linear",
+                     config_hash="c0ffee", multirun=True)
+    lg = WandbLogger(ctx=ctx, mode=None, project=None, entity=None, group=None, tags=[long])
     lg.open(None)
-    assert seen["tags"] == ["warmup:linear", "batch:linear", "x" * 64]
-    assert seen["group"] == "sweep-1" and seen["name"] == "warmup=linear" and seen["mode"] == "offline"
-    assert seen["resume"] == "allow" and seen["id"].startswith("c0ffee-") and seen["dir"] == str(tmp_path)
+    assert seen["tags"] == ["warmup:linear", "batch:linear", "experiment:demo", "x" * 64]
+    assert seen["group"] == sweep_group("demo", sweep) and seen["group"].startswith("demo-") and len(seen["group"]) == 11
+    assert seen["mode"] == "offline" and seen["project"] == "warmup-bench" and seen["job_type"] == "digits"
+    assert seen["name"] == "warmup=linear"  # outside a Hydra job: the job's own overrides
+    assert seen["resume"] == "allow" and seen["id"].startswith("c0ffee-") and seen["dir"] == str(sweep.resolve())
     first = seen["id"]
     lg.open(None)
     assert seen["id"] == first  # the same job directory and config continue the same run
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # disabled: W&B is not started at all
+    seen.clear()
+    lg.open(None)
+    assert seen == {} and lg.run is None
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_RUN_GROUP", "g-env")
+    lg.open(None)
+    assert seen["mode"] == "online" and seen["project"] is None and seen["group"] is None  # None: W&B reads its variables
+    WandbLogger(ctx=ctx, mode="offline", project="p", entity=None, group="g", tags=[]).open(None)
+    assert seen["mode"] == "offline" and seen["project"] == "p" and seen["group"] == "g"  # explicit values beat the environment
+
+
+def test_varying_keys_of_a_sweep(tmp_path):
+    f = tmp_path / "multirun.yaml"
+    f.write_text("hydra:\n  sweeper:\n    params:\n      warmup: none,linear\n      seed: 0,1\n"
+                 "  overrides:\n    task: ['optimizer.lr=0.1,0.3', train.steps=30, seed=0]\n")
+    assert varying_keys(f) == ["warmup", "optimizer.lr"]  # seed=0 on the command line replaces the preset's list
 
 
 def test_tensorboard_resume_purges_steps_logged_after_the_checkpoint(tmp_path):
@@ -148,9 +177,9 @@ def test_sweep_over_logger_lists(tmp_path):
         assert r["status"] == "completed"
         job = Path(r["output_dir"])
         assert tb_scalars(job / "tb")["eval/val_acc"] == jsonl_scalars(job)["eval/val_acc"]
-    runs = list((Path(both["output_dir"]) / "wandb").glob("offline-run-*"))
+    runs = list((sweep / "wandb").glob("offline-run-*"))  # one wandb/ per sweep: only the job with wandb wrote there
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")), "W&B wrote no offline run"
-    assert not (Path(tb_only["output_dir"]) / "wandb").exists()
+    assert not (Path(both["output_dir"]) / "wandb").exists() and not (Path(tb_only["output_dir"]) / "wandb").exists()
 
 
 @pytest.mark.slow
@@ -161,7 +190,7 @@ def test_multirun_with_two_loggers_and_their_keys(tmp_path):
     (r,) = results(sweep)
     assert r["status"] == "completed" and r["config"]["logger"]["wandb"]["project"] == "elsewhere"
     job = Path(r["output_dir"])
-    assert list((job / "wandb").glob("offline-run-*/run-*.wandb")) and list((job / "tb").glob("events.out.tfevents.*"))
+    assert list((sweep / "wandb").glob("offline-run-*/run-*.wandb")) and list((job / "tb").glob("events.out.tfevents.*"))
 
 
 PLUGIN = '''
