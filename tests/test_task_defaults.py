@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_bench
-from tasks.vision_fake import write_cifar, write_imagefolder
+from conftest import ROOT, load_script, run_bench
+
+_fake = load_script("vision_fake")  # scripts/vision_fake.py: tiny stand-in data in the real formats
+write_cifar, write_imagefolder = _fake.write_cifar, _fake.write_imagefolder
 
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
 
