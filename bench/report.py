@@ -815,7 +815,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     ]
     keyh = [header(sw, k) for k in sw.keys]
     tables = [
-        (f"Cells: success rate and final {val} / {reported} (95% intervals)",
+        (f"Cells: success rate and final {val}" + (f" and {test}" if sw.has_test else "") + " (95% intervals)",
          [*keyh, "runs", "successes/finished = rate [exact 95%]", f"{val}, successes [95%]", *([f"{test}, successes [95%]"] if sw.has_test else []),
           f"{reported}, failures at chance [95%]", *bad],
          cells, fallback),
