@@ -792,7 +792,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
         [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]),
          _interval_text(r["lr_star"], r["lr_star_lo"], r["lr_star_hi"], 3) if r["eligible"] else "–",
          _cell_text(r), _success_text(r) if r["eligible"] else "–",
-         _interval_text(r["test_mean"], r["test_lo"], r["test_hi"]) if sw.has_test else _cell_text(r), r["edge"]]
+         *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []), r["edge"]]
         for _, r in best.iterrows()
     ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
@@ -821,7 +821,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
          cells, fallback),
         (f"Best LR per group: selected on {val}, reported on {reported}",
          [*(header(sw, k) for k in group), f"best grid {header(sw, 'lr_base')}", header(sw, "lr_peak"), "lr_star [95% seed bootstrap]",
-          f"{val}, successes [95%]", "successes/finished", f"{reported} at the selected LR [95%]", "edge"],
+          f"{val}, successes [95%]", "successes/finished", *([f"{test} at the selected LR [95%]"] if sw.has_test else []), "edge"],
          bests, fallback),
     ]
     if alphas:  # only sweeps with an LR grid at two or more batch sizes have an alpha
@@ -829,8 +829,8 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
                        [*agroup, "alpha", "95% interval", "alpha (median-over-seeds best)", f"alpha (centre within {DELTA_REL:.0%} of best)", "batch sizes"], alphas, []))
     if effects:
         tables.append((f"Warm-up effect against none: stable LR range and paired difference of {reported} at each arm's best LR",
-                       [*(header(sw, k) for k in egroup), "warm-up", f"stable {header(sw, 'lr_base')} (arm / none)", "ratio",
-                        "best LR (arm / none)", "seed pairs", f"{reported} arm − none [95%]", "p (exact sign-flip)", "p (Holm)"], effects, fallback))
+                       [*(header(sw, k) for k in egroup), "warm-up", "stable optimizer.lr (arm / none)", "stable ratio",
+                        "best optimizer.lr (arm / none)", "seed pairs", f"{reported} arm − none [95%]", "p (exact sign-flip)", "p (Holm)"], effects, fallback))
     return tables
 
 
