@@ -4,27 +4,20 @@ Reads every ``result.json`` under a multirun directory (basic and joblib layouts
 ``SWEEP/<job num>/``, submitit's ``SWEEP/.submitit/``, nested sweeps) and writes into
 ``--out`` (default ``SWEEP/report``):
 
-- ``runs.csv``: one row per run;
-- ``summary.csv``: one row per cell (all varying config keys except ``seed``) with the mean
-  of the metric over seeds, its 95% bootstrap interval, the run count and the diverged count;
-- ``best_lr.csv``: the best LR per (task, optimizer, warm-up, batch size, other keys);
-- ``alpha.csv``: the fitted exponent alpha of eta* ~ B^alpha per (task, optimizer, warm-up);
+- ``runs.csv``: one row per run (also :func:`runs`, a DataFrame for notebooks);
+- ``summary.csv``: one row per cell (all varying config keys except ``seed``): runs, successes, the success
+  rate with its exact interval, the mean over successful runs with an interval fit for its n, the mean
+  with failures scored at chance;
+- ``best_lr.csv``: per (task, optimizer, warm-up, batch size, other keys) the grid LR selected on validation,
+  lr_star (quadratic fit in log LR) with a seed-bootstrap interval, and the test metric at the selected LR;
+- ``alpha.csv``: the exponent alpha of eta* ~ B^alpha under three criteria for eta*;
+- ``warmup_effect.csv``: each warm-up against ``none``: stable LR range, paired test difference, p, Holm;
 - ``table.md`` and ``table.tex`` with those tables, the figures (``bench/report_plots.py``)
   and a ``README.md`` with the sweep command, commit, hardware, wall time and warnings.
 
-Statistics (see docs/report.md):
-
-- a run's metric enters its cell's mean only when the run trained to its last step: its status is
-  one of the record's declared ``outcomes`` (``completed`` plus the task's own, see
-  ``bench/records.py``); diverged, failed, preempted and still-``running`` runs are counted,
-  never averaged;
-- the best LR of a group is chosen among cells whose runs all succeeded (each status an outcome
-  declared a success: none diverged, none unfinished, none e.g. collapsed);
-- the interval is the 2.5/97.5 percentile of the mean over 2000 resamples of the seeds
-  with replacement (numpy RNG seed 0, so the report is deterministic); one seed gives none;
-- alpha is the least-squares slope of log(eta*) on log(B) over batch sizes, eta* the best
-  peak LR (``lr_peak``, after the scaling rule); its interval resamples the seeds of every
-  cell, re-picks eta* per batch size and refits, 1000 times.
+Every statistic is defined in docs/report.md (Definitions); the primitives are in ``bench/stats.py``.
+Selection always uses the validation metric; the tables report the held-out test metric when every
+successful run has it (``result.json["test"]``), else validation, and say so.
 """
 
 from __future__ import annotations
