@@ -10,6 +10,10 @@ seed) this checks:
   overlap; with a single successful run on a side there is no interval and the two values must
   be equal to 1e-9 (a same-machine rerun).
 
+The metric is the held-out test metric (``result.json["test"]``, ``val_acc`` -> ``test_acc``) when
+every successful run of both sweeps has it, else the validation metric, as in the report; the last
+line says which.
+
 It prints one line per cell that disagrees (and per cell present in only one sweep) and exits 1
 if there is any, 0 when every cell agrees, 2 on unusable input.
 """
@@ -26,14 +30,19 @@ import pandas as pd
 from bench.stats import clopper_pearson, mean_interval
 
 
-def cell_stats(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Per cell: runs, successes, success rate and its interval, mean metric over successes and its interval."""
+def cell_stats(runs: pd.DataFrame, keys: list[str], column: str = "metric") -> pd.DataFrame:
+    """Per cell: runs, successes, success rate and its interval, mean of ``column`` over successes and its interval.
+
+    Runs counts the finished runs (trained to the end or diverged), as the report's success rate does.
+    """
     rows = []
+    if "finished" in runs:
+        runs = runs[runs["finished"]]
     for cell, g in runs.groupby(keys, dropna=False, sort=True):
         cell = cell if isinstance(cell, tuple) else (cell,)
         k, n = int(g["success"].sum()), len(g)
         lo, hi = clopper_pearson(k, n)
-        m, mlo, mhi, how = mean_interval(g.loc[g["success"], "metric"].tolist())
+        m, mlo, mhi, how = mean_interval(g.loc[g["success"], column].tolist())
         rows.append({**dict(zip(keys, cell)), "runs": n, "successes": k, "success_rate": k / n if n else math.nan,
                      "success_lo": lo, "success_hi": hi, "mean": m, "mean_lo": mlo, "mean_hi": mhi, "interval": how})
     return pd.DataFrame(rows)
@@ -67,8 +76,8 @@ def disagreements(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> list[str
     return out
 
 
-def compare(dir_a: Path, dir_b: Path, metric: str | None = None) -> tuple[list[str], int]:
-    """(disagreement lines, number of cells compared)."""
+def compare(dir_a: Path, dir_b: Path, metric: str | None = None) -> tuple[list[str], int, str]:
+    """(disagreement lines, number of cells compared, what was compared: e.g. ``test_acc`` or ``val_acc (test metrics missing)``)."""
     from bench.report import load
 
     sa, sb = load(dir_a, metric), load(dir_b, metric)
@@ -76,8 +85,13 @@ def compare(dir_a: Path, dir_b: Path, metric: str | None = None) -> tuple[list[s
     if set(sa.keys) != set(sb.keys):
         extra = sorted(set(sa.keys) ^ set(sb.keys))
         raise ValueError(f"the two sweeps vary different keys ({', '.join(extra)}): not the same grid")
-    a, b = cell_stats(sa.runs, keys), cell_stats(sb.runs, keys)
-    return disagreements(a, b, keys), len(set(map(tuple, a[keys].astype(str).values)) | set(map(tuple, b[keys].astype(str).values)))
+    test = sa.has_test and sb.has_test
+    column = "test_metric" if test else "metric"
+    name = "test_name" if test else "metric_name"
+    names = sorted(set(sa.runs[name]) | set(sb.runs[name]))
+    what = "/".join(names) + ("" if test else " (test metrics missing: validation compared)")
+    a, b = cell_stats(sa.runs, keys, column), cell_stats(sb.runs, keys, column)
+    return disagreements(a, b, keys), len(set(map(tuple, a[keys].astype(str).values)) | set(map(tuple, b[keys].astype(str).values))), what
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import ReportError
 
     try:
-        lines, n = compare(args.sweep_a, args.sweep_b, args.metric)
+        lines, n, what = compare(args.sweep_a, args.sweep_b, args.metric)
     except (ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for line in lines:
         print(f"disagree: {line}")
-    print(f"{n - len(lines)} of {n} cells agree within their 95% intervals" + ("" if not lines else f"; {len(lines)} do not"))
+    print(f"{n - len(lines)} of {n} cells agree within their 95% intervals" + ("" if not lines else f"; {len(lines)} do not") + f" (metric: {what})")
     return 1 if lines else 0
 
 

@@ -4,27 +4,20 @@ Reads every ``result.json`` under a multirun directory (basic and joblib layouts
 ``SWEEP/<job num>/``, submitit's ``SWEEP/.submitit/``, nested sweeps) and writes into
 ``--out`` (default ``SWEEP/report``):
 
-- ``runs.csv``: one row per run;
-- ``summary.csv``: one row per cell (all varying config keys except ``seed``) with the mean
-  of the metric over seeds, its 95% bootstrap interval, the run count and the diverged count;
-- ``best_lr.csv``: the best LR per (task, optimizer, warm-up, batch size, other keys);
-- ``alpha.csv``: the fitted exponent alpha of eta* ~ B^alpha per (task, optimizer, warm-up);
+- ``runs.csv``: one row per run (also :func:`runs`, a DataFrame for notebooks);
+- ``summary.csv``: one row per cell (all varying config keys except ``seed``): runs, successes, the success
+  rate with its exact interval, the mean over successful runs with an interval fit for its n, the mean
+  with failures scored at chance;
+- ``best_lr.csv``: per (task, optimizer, warm-up, batch size, other keys) the grid LR selected on validation,
+  lr_star (quadratic fit in log LR) with a seed-bootstrap interval, and the test metric at the selected LR;
+- ``alpha.csv``: the exponent alpha of eta* ~ B^alpha under three criteria for eta*;
+- ``warmup_effect.csv``: each warm-up against ``none``: stable LR range, paired test difference, p, Holm;
 - ``table.md`` and ``table.tex`` with those tables, the figures (``bench/report_plots.py``)
   and a ``README.md`` with the sweep command, commit, hardware, wall time and warnings.
 
-Statistics (see docs/report.md):
-
-- a run's metric enters its cell's mean only when the run trained to its last step: its status is
-  one of the record's declared ``outcomes`` (``completed`` plus the task's own, see
-  ``bench/records.py``); diverged, failed, preempted and still-``running`` runs are counted,
-  never averaged;
-- the best LR of a group is chosen among cells whose runs all succeeded (each status an outcome
-  declared a success: none diverged, none unfinished, none e.g. collapsed);
-- the interval is the 2.5/97.5 percentile of the mean over 2000 resamples of the seeds
-  with replacement (numpy RNG seed 0, so the report is deterministic); one seed gives none;
-- alpha is the least-squares slope of log(eta*) on log(B) over batch sizes, eta* the best
-  peak LR (``lr_peak``, after the scaling rule); its interval resamples the seeds of every
-  cell, re-picks eta* per batch size and refits, 1000 times.
+Every statistic is defined in docs/report.md (Definitions); the primitives are in ``bench/stats.py``.
+Selection always uses the validation metric; the tables report the held-out test metric when every
+successful run has it (``result.json["test"]``), else validation, and say so.
 """
 
 from __future__ import annotations
@@ -41,9 +34,13 @@ import numpy as np
 import pandas as pd
 
 from bench.records import COMPLETED, DIVERGED, METRICS, RESULT, measured, outcomes, read_result, succeeded
+from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, quadratic_optimum
 
-BOOT_CELL = 2000  # resamples for a cell's interval
-BOOT_ALPHA = 1000  # resamples for alpha's interval (each refits every group)
+BOOT_LR = 1000  # seed resamples for lr_star's interval (and alpha's, refitted on the same samples)
+STABLE = 0.8  # success rate a cell needs to be selectable as best LR and to count in the stable LR range
+FEW_SEEDS = 5  # a cell with fewer runs than this is warned about
+DELTA_REL = 0.01  # alpha's third criterion: LRs whose mean is within 1 % of the best mean (relative, so any metric's units)
+BASELINE = "none"  # the warm-up every other warm-up is compared with
 BASE_KEYS = ["task", "optimizer", "warmup", "batch_size", "lr_base"]
 RENAME = {"optimizer.lr": "lr_base", "batch.size": "batch_size"}  # override keys the record already holds as columns
 NOT_CELL = {"seed", "experiment", "logger", "hardware", "train.force", "report"}  # never split cells
@@ -55,7 +52,17 @@ class ReportError(Exception):
 
 @dataclass
 class Sweep:
-    """What was read from a sweep directory."""
+    """What was read from a sweep directory (:func:`load`).
+
+    ``runs`` has one row per readable record: the cell keys (``task``, ``optimizer``, ``warmup``,
+    ``batch_size`` = ``batch.size``, ``lr_base`` = ``optimizer.lr``, then every other varying key), ``seed``,
+    ``status``, ``measured`` (trained to its last step), ``finished`` (measured or diverged: an outcome of
+    training), ``success``, ``lr_peak`` (after the scaling rule), ``scaling``, ``base_batch_size``, ``decay``,
+    ``metric_name`` / ``metric`` (final validation value of the chosen metric; NaN unless measured),
+    ``test_name`` / ``test_metric`` (its held-out test value, NaN when the record has none), ``chance``
+    (what a run that learned nothing scores on the metric, NaN when the record does not say),
+    ``final_<m>`` / ``best_<m>`` for every task metric, steps, wall time, provenance and ``dir``.
+    """
 
     root: Path
     runs: pd.DataFrame
@@ -66,6 +73,7 @@ class Sweep:
     warnings: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     unfinished: list[tuple[str, str]] = field(default_factory=list)  # (job folder, why) of runs that failed or never finished
+    has_test: bool = False  # every successful run has the test metric: tables report test, else validation
 
 
 # ---------------------------------------------------------------- reading
@@ -133,6 +141,8 @@ _RECORD_KEYS = {
     "wall_time_s": (_is_num_or_text, "a number", False),
     "started": (lambda v: isinstance(v, str), "a timestamp string", False),
     "ended": (lambda v: isinstance(v, str), "a timestamp string", False),
+    "test": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping test metric -> number", False),
+    "chance": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
 }
 
 
@@ -172,6 +182,20 @@ def _cell_value(r: dict, key: str):
         return _scalar(r["_vals"][key])
     v = _lookup(r["config"], key)
     return _scalar(None if isinstance(v, dict) else v)  # a group's node is no value: the record did not choose this group
+
+
+def test_name(metric: str) -> str:
+    """The held-out test counterpart of validation metric ``metric`` in ``result.json["test"]``:
+    a leading ``val_`` becomes ``test_`` (``val_acc`` -> ``test_acc``), any other name gets the prefix (``fd`` -> ``test_fd``)."""
+    return "test_" + metric[len("val_"):] if metric.startswith("val_") else "test_" + metric
+
+
+def _choices(r: dict) -> dict:
+    """The record's config-group choices; schema-1 records name the decay group ``schedule``: read as ``decay``."""
+    ch = {k: v for k, v in (r.get("choices") or {}).items() if not k.startswith("hydra")}
+    if "schedule" in ch and "decay" not in ch:
+        ch["decay"] = ch.pop("schedule")
+    return ch
 
 
 def _base_value(r: dict, key: str):
@@ -247,11 +271,11 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     # Which override keys and choices vary across the runs: together they define the cells.
     extra_vals: dict[str, list] = {}
     for r in records:
-        choices = {k: v for k, v in (r.get("choices") or {}).items() if not k.startswith("hydra")}
+        choices = _choices(r)
         ov = _override_keys(r.get("overrides"))
         vals = dict(choices)
         for k in ov:
-            if k in choices or k.startswith("hydra"):
+            if k in choices or k in ("schedule", "decay") or k.startswith("hydra"):
                 continue
             v = _lookup(r["config"], k)
             vals[RENAME.get(k, k)] = ov[k] if v is None else (json.dumps(v) if isinstance(v, (list, dict)) else v)
@@ -287,6 +311,7 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         if modes.setdefault(r["task"], mode) != mode:
             raise ReportError(f"metric {name!r} is 'min' in some runs of task {r['task']} and 'max' in others")
         final, best = r.get("final") or {}, r.get("best") or {}
+        test, chance = r.get("test") or {}, r.get("chance") or {}
         status = r["status"]
         ok = measured(r)
         row = {
@@ -303,15 +328,19 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             seed=r.get("seed"),
             status=status,
             measured=ok,
+            finished=ok or status == DIVERGED,
             success=ok and succeeded(r),
             scaling=r.get("scaling"),
             base_batch_size=r.get("base_batch_size"),
             lr_peak=r.get("lr_peak"),
             warmup_steps=max((r.get("warmup_steps") or {"": 0}).values()),
-            schedule=r.get("schedule"),
             metric_name=name,
             mode=mode,
             metric=_number(final.get(name)) if ok else math.nan,
+            test_name=test_name(name),
+            has_test=test_name(name) in test,
+            test_metric=_number(test.get(test_name(name))) if ok else math.nan,
+            chance=_number(chance.get(name)),
             best_metric=_number(best.get(name)) if ok else math.nan,
             steps=r.get("steps"),
             steps_planned=r.get("steps_planned"),
@@ -330,6 +359,7 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             torch=env.get("torch"),
             dir=str(r["_path"].parent),
         )
+        row.setdefault("decay", _scalar(r.get("decay") or r.get("schedule")))  # unless a cell key already
         for m in r["metric_modes"]:
             row[f"final_{m}"] = _number(final.get(m))
             row[f"best_{m}"] = _number(best.get(m))
@@ -348,48 +378,95 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     runs["seed"] = runs["seed"].astype("Int64")  # a record may lack its seed: sorted last, not a crash
     runs = runs.sort_values(keys + ["seed"], kind="stable").reset_index(drop=True)
     names = sorted(runs["metric_name"].unique())
-    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root), sorted(unfinished))
+    ok = runs[runs["success"]]
+    has_test = bool(len(ok)) and bool(ok["has_test"].all())
+    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root), sorted(unfinished), has_test)
+
+
+def runs(root: Path, metric: str | None = None) -> pd.DataFrame:
+    """The runs of the sweep under ``root`` as a DataFrame, one row per readable record (see :class:`Sweep`).
+
+    For notebooks: ``bench.report.runs("multirun/demo/2026-01-01_00-00-00")``.
+    """
+    return load(Path(root), metric).runs
 
 
 # ---------------------------------------------------------------- statistics
 
 
-def bootstrap_mean(values, rng: np.random.Generator, n: int = BOOT_CELL) -> tuple[float, float]:
-    """95% percentile interval of the mean of ``values`` (resampled with replacement); NaN below 2 values."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if len(x) < 2:
-        return math.nan, math.nan
-    means = x[rng.integers(0, len(x), size=(n, len(x)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(lo), float(hi)
+def finished_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that are an outcome of training (measured or diverged): what success rates count."""
+    return runs[runs["finished"]]
+
+
+def _reported(sw: Sweep) -> str:
+    """The runs column the tables report: the held-out test metric when every successful run has it, else validation."""
+    return "test_metric" if sw.has_test else "metric"
+
+
+def scored_at_chance(g: pd.DataFrame, column: str) -> np.ndarray:
+    """Values of the finished runs of ``g`` with every failure scored at its chance value: successes give
+    ``column``, failures (diverged, stalled, collapsed, ...) ``chance``. NaN values when a failure's chance is unknown."""
+    fin = finished_cells(g)
+    return np.where(fin["success"].to_numpy(bool), fin[column].to_numpy(float), fin["chance"].to_numpy(float))
 
 
 def summarize(sw: Sweep) -> pd.DataFrame:
-    """One row per cell: mean and 95% bootstrap interval of the metric, run and status counts."""
-    rng = np.random.default_rng(0)
+    """One row per cell: counts, success rate with its exact interval, means with intervals (see docs/report.md).
+
+    - ``success_rate = n_success / n_finished`` (finished: trained to the end or diverged; crashed, preempted
+      and running jobs are ``n_unfinished`` and outside the rate), ``success_lo/hi``: Clopper-Pearson 95 %;
+    - ``mean, ci_low, ci_high, interval``: the validation metric over successful runs (t below 10, BCa from 10);
+    - ``test_mean, test_lo, test_hi``: the test metric over successful runs (NaN when the sweep has no test);
+    - ``chance_mean, chance_lo, chance_hi``: the reported metric (test, else validation) over all finished runs,
+      failures scored at chance (NaN when a failure's chance value is unknown);
+    - ``eligible``: may be selected as best LR (:data:`STABLE`, no unfinished run).
+    """
     out = []
+    col = _reported(sw)
     for key, g in sw.runs.groupby(sw.keys, sort=True, dropna=False):
-        vals = g["metric"].to_numpy(float)
-        ok = np.isfinite(vals)
-        lo, hi = bootstrap_mean(vals, rng)
+        fin = finished_cells(g)
+        succ = fin[fin["success"]]
+        n, k = len(fin), len(succ)
+        lo, hi = clopper_pearson(k, n)
+        m, mlo, mhi, how = mean_interval(succ["metric"].tolist())
+        tm, tlo, thi, _ = mean_interval(succ["test_metric"].tolist()) if sw.has_test else (math.nan,) * 3 + ("none",)
+        at_chance = scored_at_chance(g, col)
+        cm, clo, chi, _ = mean_interval(at_chance.tolist()) if n and np.isfinite(at_chance).all() else (math.nan,) * 3 + ("none",)
+        vals = succ["metric"].to_numpy(float)
+        vals = vals[np.isfinite(vals)]
+        chance = fin["chance"].dropna()
         row = dict(zip(sw.keys, key))
         row.update(
             lr_peak=g["lr_peak"].iloc[0],
             metric_name=g["metric_name"].iloc[0],
             mode=g["mode"].iloc[0],
-            mean=float(vals[ok].mean()) if ok.any() else math.nan,
-            ci_low=lo,
-            ci_high=hi,
-            std=float(vals[ok].std(ddof=1)) if ok.sum() > 1 else math.nan,
             n_runs=len(g),
             **{f"n_{s}": int((g["status"] == s).sum()) for s in status_columns(sw)},
-            n_unfinished=int((~g["measured"] & (g["status"] != DIVERGED)).sum()),  # failed, preempted, running
-            n_success=int(g["success"].sum()),
+            n_unfinished=int((~g["finished"]).sum()),  # failed, preempted, running
+            n_success=k,
+            n_finished=n,
+            success_rate=k / n if n else math.nan,
+            success_lo=lo,
+            success_hi=hi,
+            mean=m,
+            ci_low=mlo,
+            ci_high=mhi,
+            interval=how,
+            std=float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+            test_name=g["test_name"].iloc[0] if sw.has_test else "",
+            test_mean=tm,
+            test_lo=tlo,
+            test_hi=thi,
+            chance_metric=g["test_name"].iloc[0] if sw.has_test else g["metric_name"].iloc[0],
+            chance=float(chance.iloc[0]) if len(chance) else math.nan,
+            chance_mean=cm,
+            chance_lo=clo,
+            chance_hi=chi,
             final_train_loss=float(np.nanmean(g["final_train_loss"])) if g["final_train_loss"].notna().any() else math.nan,
             wall_time_s=float(g["wall_time_s"].sum()),
         )
-        row["eligible"] = row["n_success"] == row["n_runs"]
+        row["eligible"] = bool(n and row["n_unfinished"] == 0 and k / n >= STABLE and math.isfinite(m))
         out.append(row)
     return pd.DataFrame(out)
 
@@ -400,7 +477,7 @@ def status_columns(sw: Sweep) -> list[str]:
 
 
 def _count_columns(sw: Sweep) -> list[str]:
-    return [f"n_{s}" for s in status_columns(sw)] + ["n_unfinished", "n_success"]
+    return [f"n_{s}" for s in status_columns(sw)] + ["n_unfinished", "n_success", "n_finished"]
 
 
 def not_ok_text(r, sw: Sweep) -> str:
@@ -413,29 +490,114 @@ def _better_idx(means: pd.Series, mode: str):
     return means.idxmax() if mode == "max" else means.idxmin()
 
 
-def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
-    """Best cell per group (cell keys minus lr_base) among eligible cells; flags a best LR on the grid's edge."""
-    group = [k for k in sw.keys if k != "lr_base"]
-    out = []
+def _lr_group(sw: Sweep) -> list[str]:
+    return [k for k in sw.keys if k != "lr_base"]
+
+
+def _group_cells(sw: Sweep, summary: pd.DataFrame):
+    """(group key tuple, the group's summary rows) per group of cells that differ only in lr_base."""
+    group = _lr_group(sw)
     for key, g in summary.groupby(group, sort=True, dropna=False):
+        yield group, (key if isinstance(key, tuple) else (key,)), g
+
+
+def _cell_values(sw: Sweep, cell) -> pd.DataFrame:
+    """The runs of the cell that ``cell`` (a row holding every cell key) stands for."""
+    runs = sw.runs
+    for k in sw.keys:
+        runs = runs[runs[k] == cell[k]]
+    return runs
+
+
+def lr_star(sw: Sweep, cells: pd.DataFrame, rng_seed: int = 0, n_boot: int = BOOT_LR) -> tuple[float, bool, np.ndarray]:
+    """(lr_star, on_edge, bootstrap samples of lr_star) of one group's eligible cells (a summary slice).
+
+    lr_star = exp(x*), x* = :func:`bench.stats.quadratic_optimum` of the validation mean (over successes)
+    against log(lr_base) over the eligible cells, sorted by LR: the parabola through the grid optimum and its
+    two eligible neighbours; the grid optimum itself when it is the first or last eligible LR (on_edge) or the
+    three points do not bend towards an optimum. Samples: resample the successful runs of every eligible cell
+    with replacement (``n_boot`` times, numpy RNG seed ``rng_seed``), recompute the means, refit.
+    """
+    ok = cells[cells["eligible"]].sort_values("lr_base")
+    if ok.empty:
+        return math.nan, False, np.array([])
+    mode = ok["mode"].iloc[0]
+    xs = np.log(ok["lr_base"].to_numpy(float))
+    x_star, edge = quadratic_optimum(xs, ok["mean"].to_numpy(float), mode)
+    values = []
+    for _, c in ok.iterrows():
+        runs = _cell_values(sw, c)
+        v = runs.loc[runs["success"], "metric"].to_numpy(float)
+        values.append(v[np.isfinite(v)])
+    rng = np.random.default_rng(rng_seed)
+    means = np.column_stack([v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1) for v in values])
+    samples = np.array([quadratic_optimum(xs, row, mode)[0] for row in means])
+    return float(math.exp(x_star)), bool(edge), np.exp(samples)
+
+
+def _seed_median_lr(sw: Sweep, ok: pd.DataFrame) -> float:
+    """Geometric median over seeds of each seed's best grid LR: per seed, the eligible cell where that seed's
+    successful run has the best validation value; then exp(median(log lr_base)) over seeds."""
+    if ok.empty:
+        return math.nan
+    mode = ok["mode"].iloc[0]
+    frames = []
+    for _, c in ok.iterrows():
+        runs = _cell_values(sw, c)
+        frames.append(runs.loc[runs["success"] & runs["metric"].notna(), ["seed", "lr_base", "metric"]])
+    per = pd.concat(frames)
+    if per.empty:
+        return math.nan
+    per = per.assign(key=per["metric"] if mode == "max" else -per["metric"]).sort_values(["seed", "key", "lr_base"], ascending=[True, False, True])
+    best = per.groupby("seed", dropna=False).head(1)["lr_base"].to_numpy(float)
+    return float(math.exp(np.median(np.log(best))))
+
+
+def _delta_centre_lr(ok: pd.DataFrame) -> tuple[float, float]:
+    """(geometric centre, delta): exp(mean(log lr_base)) over the eligible cells whose validation mean is within
+    delta = DELTA_REL * |best mean| of the best."""
+    if ok.empty:
+        return math.nan, math.nan
+    mode = ok["mode"].iloc[0]
+    best = ok["mean"].max() if mode == "max" else ok["mean"].min()
+    delta = DELTA_REL * abs(best)
+    near = ok[(ok["mean"] >= best - delta) if mode == "max" else (ok["mean"] <= best + delta)]
+    return float(math.exp(np.log(near["lr_base"].to_numpy(float)).mean())), delta
+
+
+def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per group (cell keys minus lr_base): the grid LR selected on validation, lr_star and its interval, the
+    test metric at the selected LR, and the per-group LRs of the two other alpha criteria (see docs/report.md).
+
+    Only eligible cells are candidates; a group without one gets NaN and edge ``no eligible cell``.
+    """
+    out = []
+    for group, key, g in _group_cells(sw, summary):
         grid = sorted(g["lr_base"].unique())
-        ok = g[g["eligible"] & g["mean"].notna()]
+        ok = g[g["eligible"]]
         row = dict(zip(group, key))
-        row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0])
-        finished = g[g["mean"].notna()]
-        if ok.empty and finished.empty:
-            row.update(lr_base=math.nan, lr_peak=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, n_runs=0, **{c: 0 for c in _count_columns(sw)}, eligible=False, edge="no finished run")
+        row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0], selected_on=g["metric_name"].iloc[0])
+        if ok.empty:
+            row.update(lr_base=math.nan, lr_peak=math.nan, lr_scale=math.nan, lr_star=math.nan, lr_star_lo=math.nan, lr_star_hi=math.nan, lr_star_peak=math.nan, fit="",
+                       lr_seed_median=math.nan, lr_delta_centre=math.nan, delta=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, interval="none",
+                       success_rate=math.nan, success_lo=math.nan, success_hi=math.nan, test_name="", test_mean=math.nan, test_lo=math.nan, test_hi=math.nan,
+                       chance_mean=math.nan, chance_lo=math.nan, chance_hi=math.nan, n_runs=0, **{c: 0 for c in _count_columns(sw)}, eligible=False, edge="no eligible cell")
             out.append(row)
             continue
-        # no cell without a diverged run: report the best of the others, flagged (not eligible, no edge check)
-        pool = ok if not ok.empty else finished
-        b = pool.loc[_better_idx(pool["mean"], row["mode"])]
-        edge = "low" if b["lr_base"] == grid[0] else "high" if b["lr_base"] == grid[-1] else ""
-        if len(grid) == 1:
-            edge = "single LR"
-        if ok.empty:
-            edge = "no eligible cell"
-        row.update(lr_base=b["lr_base"], lr_peak=b["lr_peak"], mean=b["mean"], ci_low=b["ci_low"], ci_high=b["ci_high"], n_runs=b["n_runs"], **{c: b[c] for c in _count_columns(sw)}, eligible=not ok.empty, edge=edge)
+        b = ok.loc[_better_idx(ok["mean"], row["mode"])]
+        edge = "single LR" if len(grid) == 1 else "low" if b["lr_base"] == grid[0] else "high" if b["lr_base"] == grid[-1] else ""
+        star, star_edge, samples = lr_star(sw, g)
+        lo, hi = (float(v) for v in np.percentile(samples, [2.5, 97.5])) if len(samples) else (math.nan, math.nan)
+        centre, delta = _delta_centre_lr(ok)
+        scale = b["lr_peak"] / b["lr_base"]
+        row.update(
+            lr_base=b["lr_base"], lr_peak=b["lr_peak"], lr_scale=scale,
+            lr_star=star, lr_star_lo=lo, lr_star_hi=hi, lr_star_peak=star * scale,
+            fit="grid optimum (edge of the eligible LRs)" if star_edge else "quadratic in log LR",
+            lr_seed_median=_seed_median_lr(sw, ok), lr_delta_centre=centre, delta=delta,
+            **{c: b[c] for c in ("mean", "ci_low", "ci_high", "interval", "success_rate", "success_lo", "success_hi", "test_name", "test_mean", "test_lo", "test_hi", "chance_mean", "chance_lo", "chance_hi", "n_runs", *_count_columns(sw))},
+            eligible=True, edge=edge,
+        )
         out.append(row)
     return pd.DataFrame(out)
 
@@ -447,44 +609,111 @@ def fit_alpha(batch, lr) -> tuple[float, float]:
     return round(float(alpha), 12) + 0.0, float(math.exp(logc))  # round (+0.0 drops the sign of zero): a flat fit prints as 0, not -2e-16
 
 
-def _pick(table: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Per batch size, the row of ``table`` (columns batch_size, lr_peak, mean) with the best mean."""
-    rows = [g.loc[_better_idx(g["mean"], mode)] for _, g in table.groupby("batch_size") if g["mean"].notna().any()]
-    return pd.DataFrame(rows)
+def alpha_table(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame | None = None) -> pd.DataFrame:
+    """alpha of eta* ~ B^alpha per group (cell keys minus lr_base and batch_size) under three criteria for eta*.
 
-
-def alpha_table(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
-    """alpha of eta* ~ B^alpha per group (cell keys minus lr_base and batch_size), with a seed-bootstrap interval."""
+    ``alpha``: eta* = lr_star (peak units, lr_star x lr_scale), interval = 2.5/97.5 percentiles of the slope
+    refitted on the lr_star bootstrap samples of every batch size (sample i of each batch together);
+    ``alpha_seed_median``: eta* = geometric median over seeds of each seed's best grid LR;
+    ``alpha_delta_centre``: eta* = geometric centre of the eligible LRs within delta of the best.
+    Only batch sizes where more than one LR was swept and some cell is eligible take part.
+    """
+    best = best_lr(sw, summary) if best is None else best
     group = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
-    rng = np.random.default_rng(0)
+    cols = [*group, "n_batch_sizes", "alpha", "alpha_low", "alpha_high", "c", "alpha_seed_median", "alpha_delta_centre", "disagree"]
+    if best.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for key, g in best.groupby(group, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        picked = g[g["eligible"] & (g["n_lrs"] > 1)].sort_values("batch_size")
+        row = dict(zip(group, key))
+        row.update(n_batch_sizes=len(picked), alpha=math.nan, alpha_low=math.nan, alpha_high=math.nan, c=math.nan, alpha_seed_median=math.nan, alpha_delta_centre=math.nan, disagree=False)
+        if len(picked) >= 2:
+            bs = picked["batch_size"].to_numpy(float)
+            scale = picked["lr_scale"].to_numpy(float)
+            row["alpha"], row["c"] = fit_alpha(bs, picked["lr_star_peak"])
+            row["alpha_seed_median"] = fit_alpha(bs, picked["lr_seed_median"] * scale)[0]
+            row["alpha_delta_centre"] = fit_alpha(bs, picked["lr_delta_centre"] * scale)[0]
+            samples = []
+            for _, b in picked.iterrows():
+                cells = summary
+                for k in sw.keys:
+                    if k != "lr_base":
+                        cells = cells[cells[k] == b[k]]
+                samples.append(lr_star(sw, cells)[2] * b["lr_scale"])
+            logx = np.log(bs) - np.log(bs).mean()
+            slopes = (np.log(np.vstack(samples)).T @ logx) / (logx @ logx)  # least-squares slope of every sample at once
+            row["alpha_low"], row["alpha_high"] = (float(v) for v in np.percentile(slopes, [2.5, 97.5]))
+            row["disagree"] = any(not (row["alpha_low"] - 1e-9 <= a <= row["alpha_high"] + 1e-9) for a in (row["alpha_seed_median"], row["alpha_delta_centre"]))
+        out.append(row)
+    return pd.DataFrame(out, columns=cols)
+
+
+def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Each warm-up against ``none`` at the same task, optimizer, batch size and other keys (see docs/report.md).
+
+    (a) ``stable_lr``: the largest lr_base whose cell has success_rate >= STABLE (``stable_lr_none`` for none),
+    ``stable_ratio`` = stable_lr / stable_lr_none; ``stable_at_top``: that LR is the arm's largest grid LR (the
+    range may go further). (b) at each side's own best grid LR (selected on validation, :func:`best_lr`), over
+    the seeds both cells ran: d_s = value(arm, s) - value(none, s) of the reported metric (test, else validation),
+    a failure scored at chance (a pair whose failure has no chance value is dropped, ``n_dropped``);
+    ``diff`` with its interval (:func:`bench.stats.mean_interval`), ``p`` (exact sign-flip,
+    :func:`bench.stats.paired_permutation_pvalue`) and ``p_holm`` (Holm over every row of the table).
+    """
+    group = [k for k in sw.keys if k not in ("lr_base", "warmup")]
+    cols = [*group, "warmup", "baseline", "metric", "mode", "stable_lr", "stable_lr_none", "stable_ratio", "stable_at_top", "stable_at_top_none",
+            "lr_base", "lr_base_none", "n_pairs", "n_dropped", "diff", "diff_lo", "diff_hi", "interval", "p", "p_holm"]
+    col = _reported(sw)
+    name = "/".join(sorted(sw.runs["test_name" if sw.has_test else "metric_name"].unique()))
     out = []
     for key, g in summary.groupby(group, sort=True, dropna=False):
-        # eta* means something only where an LR grid was swept: with one LR per batch size the fit would
-        # return the scaling rule itself (alpha = 1 under batch=linear)
-        grid = g.groupby("batch_size")["lr_base"].nunique()
-        ok = g[g["eligible"] & g["mean"].notna() & g["batch_size"].isin(grid[grid > 1].index)]
-        mode = g["mode"].iloc[0]
-        picked = _pick(ok, mode)
-        row = dict(zip(group, key))
-        row.update(n_batch_sizes=len(picked), alpha=math.nan, alpha_low=math.nan, alpha_high=math.nan, c=math.nan)
-        if len(picked) >= 2:
-            row["alpha"], row["c"] = fit_alpha(picked["batch_size"], picked["lr_peak"])
-            # resample seeds within every eligible cell, re-pick eta* per batch, refit
-            runs = sw.runs.merge(ok[sw.keys], on=sw.keys)
-            cells = [(k[-2], k[-1], gg["metric"].to_numpy(float)) for k, gg in runs.groupby([*group, "batch_size", "lr_peak"], dropna=False)]
-            bs = np.array([c[0] for c in cells], float)
-            lrs = np.array([c[1] for c in cells], float)
-            by_batch = [np.flatnonzero(bs == b) for b in np.unique(bs)]
-            sign = 1.0 if mode == "max" else -1.0
-            alphas = []
-            for _ in range(BOOT_ALPHA):
-                means = sign * np.array([v[rng.integers(0, len(v), len(v))].mean() for _, _, v in cells])
-                best = [idx[np.argmax(means[idx])] for idx in by_batch]
-                alphas.append(fit_alpha(bs[best], lrs[best])[0])
-            if alphas:
-                row["alpha_low"], row["alpha_high"] = (float(v) for v in np.percentile(alphas, [2.5, 97.5]))
-        out.append(row)
-    return pd.DataFrame(out)
+        key = key if isinstance(key, tuple) else (key,)
+        if BASELINE not in set(g["warmup"]):
+            continue
+
+        def stable(wu):
+            c = g[g["warmup"] == wu]
+            ok = c[c["n_finished"].gt(0) & c["success_rate"].ge(STABLE)]
+            return (float(ok["lr_base"].max()), bool(ok["lr_base"].max() == c["lr_base"].max())) if len(ok) else (math.nan, False)
+
+        def chosen(wu):
+            b = best
+            for k, v in zip(group, key):
+                b = b[b[k] == v]
+            b = b[b["warmup"] == wu]
+            return b.iloc[0] if len(b) and b["eligible"].iloc[0] else None
+
+        s0, top0 = stable(BASELINE)
+        b0 = chosen(BASELINE)
+        for wu in sorted(set(g["warmup"]) - {BASELINE}):
+            s1, top1 = stable(wu)
+            b1 = chosen(wu)
+            row = dict(zip(group, key))
+            row.update(warmup=wu, baseline=BASELINE, metric=name, mode=g["mode"].iloc[0], stable_lr=s1, stable_lr_none=s0,
+                       stable_ratio=s1 / s0 if s0 > 0 else math.nan, stable_at_top=top1, stable_at_top_none=top0,
+                       lr_base=b1["lr_base"] if b1 is not None else math.nan, lr_base_none=b0["lr_base"] if b0 is not None else math.nan,
+                       n_pairs=0, n_dropped=0, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan, interval="none", p=math.nan)
+            if b1 is not None and b0 is not None:
+                v1, v0 = (_seed_values(sw, b, col) for b in (b1, b0))
+                shared = sorted(set(v1) & set(v0))
+                d = [v1[s] - v0[s] for s in shared]
+                kept = [x for x in d if math.isfinite(x)]
+                m, lo, hi, how = mean_interval(kept)
+                row.update(n_pairs=len(kept), n_dropped=len(d) - len(kept), diff=m, diff_lo=lo, diff_hi=hi, interval=how, p=paired_permutation_pvalue(kept))
+            out.append(row)
+    table = pd.DataFrame(out, columns=cols)
+    table["p_holm"] = holm(table["p"].astype(float).tolist()) if len(table) else []
+    return table
+
+
+def _seed_values(sw: Sweep, cell, column: str) -> dict:
+    """seed -> value of the finished runs of ``cell``: ``column`` for a success, its chance value for a failure (may be NaN)."""
+    runs = finished_cells(_cell_values(sw, cell))
+    runs = runs[runs["seed"].notna()]
+    vals = scored_at_chance(runs, column)
+    return {int(s): float(v) for s, v in zip(runs["seed"], vals)}
+
 
 
 # ---------------------------------------------------------------- writing
@@ -498,49 +727,124 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
-def _cell_text(r) -> str:
-    if not math.isfinite(r["mean"]):
+def _interval_text(m, lo, hi, digits: int = 4) -> str:
+    """'0.92 [0.9, 0.94]'; a value without an interval (one run) as '0.92 (n=1)'; nothing as '–'."""
+    if not math.isfinite(m):
         return "–"
-    ci = f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
-    return f"{_fmt(r['mean'])}{ci}"
+    return f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]" if math.isfinite(lo) else f"{_fmt(m, digits)} (n=1)"
 
 
-def _tables(sw: Sweep, summary, best, alpha) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of each published table, shared by the markdown and LaTeX writers."""
-    group = [k for k in sw.keys if k != "lr_base"]
+def _cell_text(r) -> str:
+    return _interval_text(r["mean"], r["ci_low"], r["ci_high"])
+
+
+def _success_text(r) -> str:
+    """'4/5 = 0.8 [0.28, 0.99]': successes of finished runs, rate, Clopper-Pearson 95 % interval."""
+    if not r["n_finished"]:
+        return "0/0"
+    return f"{int(r['n_success'])}/{int(r['n_finished'])} = {_fmt(r['success_rate'], 2)} [{_fmt(r['success_lo'], 2)}, {_fmt(r['success_hi'], 2)}]"
+
+
+def _bases(sw: Sweep) -> str:
+    bases = {int(b) for b in sw.runs["base_batch_size"] if _is_num(b) and math.isfinite(b)}  # not checked by record_problem: may be junk
+    return "/".join(str(b) for b in sorted(bases)) or "?"
+
+
+def header(sw: Sweep, key: str) -> str:
+    """A column's label in the published tables: the CLI / record names (docs/ARCHITECTURE.md, Names)."""
+    if key == "lr_base":
+        return f"optimizer.lr (lr_base, at batch.base_size={_bases(sw)})"
+    if key == "lr_peak":
+        return "lr_peak (after batch.scaling)"
+    if key == "batch_size":
+        return "batch.size"
+    return key
+
+
+TEST_MISSING = "test metrics missing: validation numbers shown"
+
+
+def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
+    """(title, header, rows, notes) of each published table, shared by the markdown, LaTeX and README writers."""
+    effect = warmup_effect(sw, summary, best) if effect is None else effect
+    group = _lr_group(sw)
+    val = sw.metric
+    test = "/".join(sorted(sw.runs["test_name"].unique()))
+    reported = test if sw.has_test else val
+    fallback = [] if sw.has_test else [TEST_MISSING]
     # one count column per status that is not a success (diverged, a task's failed outcome), unfinished when any
     bad = [s for s in status_columns(sw) if not sw.outcomes.get(s, False)] + (["unfinished"] if summary["n_unfinished"].any() else [])
     cells = [
-        [*(_fmt(r[k]) for k in sw.keys), _cell_text(r), f"{r['n_runs']}", *(f"{r[f'n_{s}']}" for s in bad[:-1]), f"{r[f'n_{bad[-1]}']}" + ("†" if not r["eligible"] else "")]
+        [*(_fmt(r[k]) for k in sw.keys), f"{r['n_runs']}", _success_text(r), _cell_text(r),
+         *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []),
+         _interval_text(r["chance_mean"], r["chance_lo"], r["chance_hi"]),
+         *(f"{r[f'n_{s}']}" for s in bad[:-1]), f"{r[f'n_{bad[-1]}']}" + ("†" if not r["eligible"] else "")]
         for _, r in summary.iterrows()
     ]
     bests = [
-        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]), _cell_text(r) + ("" if r["eligible"] else f" ({not_ok_text(r, sw)} of {r['n_runs']})†" if r["n_runs"] else "†"), r["edge"]]
+        [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]),
+         _interval_text(r["lr_star"], r["lr_star_lo"], r["lr_star_hi"], 3) if r["eligible"] else "–",
+         _cell_text(r), _success_text(r) if r["eligible"] else "–",
+         *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []), r["edge"]]
         for _, r in best.iterrows()
     ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
     alphas = [
-        [*(_fmt(r[k]) for k in agroup), _fmt(r["alpha"], 3), f"[{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}]", str(r["n_batch_sizes"])]
+        [*(_fmt(r[k]) for k in agroup), _fmt(r["alpha"], 3), f"[{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}]",
+         _fmt(r["alpha_seed_median"], 3), _fmt(r["alpha_delta_centre"], 3) + ("‡" if r["disagree"] else ""), str(r["n_batch_sizes"])]
         for _, r in alpha.iterrows()
         if r["n_batch_sizes"] >= 2
     ]
-    m = sw.metric
+    egroup = [k for k in sw.keys if k not in ("lr_base", "warmup")]
+
+    def stable(v, top):
+        return "–" if not math.isfinite(v) else f"≥{_fmt(v)}" if top else _fmt(v)
+
+    effects = [
+        [*(_fmt(r[k]) for k in egroup), str(r["warmup"]), f"{stable(r['stable_lr'], r['stable_at_top'])} / {stable(r['stable_lr_none'], r['stable_at_top_none'])}",
+         _fmt(r["stable_ratio"], 3), f"{_fmt(r['lr_base'])} / {_fmt(r['lr_base_none'])}", str(r["n_pairs"]),
+         _interval_text(r["diff"], r["diff_lo"], r["diff_hi"]), _fmt(r["p"], 3), _fmt(r["p_holm"], 3)]
+        for _, r in effect.iterrows()
+    ]
+    keyh = [header(sw, k) for k in sw.keys]
     tables = [
-        (f"Cells: final {m}, mean [95% bootstrap interval] over seeds", [*sw.keys, f"{m}", "runs", *bad], cells),
-        (f"Best LR per group (mean final {m} of the best eligible cell)", [*group, "lr_base", "lr_peak", m, "edge"], bests),
+        (f"Cells: success rate and final {val}" + (f" and {test}" if sw.has_test else "") + " (95% intervals)",
+         [*keyh, "runs", "successes/finished = rate [exact 95%]", f"{val}, successes [95%]", *([f"{test}, successes [95%]"] if sw.has_test else []),
+          f"{reported}, failures at chance [95%]", *bad],
+         cells, fallback),
+        (f"Best LR per group: selected on {val}, reported on {reported}",
+         [*(header(sw, k) for k in group), f"best grid {header(sw, 'lr_base')}", header(sw, "lr_peak"), "lr_star [95% seed bootstrap]",
+          f"{val}, successes [95%]", "successes/finished", *([f"{test} at the selected LR [95%]"] if sw.has_test else []), "edge"],
+         bests, fallback),
     ]
     if alphas:  # only sweeps with an LR grid at two or more batch sizes have an alpha
-        tables.append(("LR/batch scaling: eta* ~ B^alpha (eta* = best peak LR)", [*agroup, "alpha", "95% interval", "batch sizes"], alphas))
+        tables.append(("LR/batch scaling: eta* ~ B^alpha (eta* = lr_star in lr_peak units)",
+                       [*agroup, "alpha", "95% interval", "alpha (median-over-seeds best)", f"alpha (centre within {DELTA_REL:.0%} of best)", "batch sizes"], alphas, []))
+    if effects:
+        tables.append((f"Warm-up effect against none: stable LR range and paired difference of {reported} at each arm's best LR",
+                       [*(header(sw, k) for k in egroup), "warm-up", "stable optimizer.lr (arm / none)", "stable ratio",
+                        "best optimizer.lr (arm / none)", "seed pairs", f"{reported} arm − none [95%]", "p (exact sign-flip)", "p (Holm)"], effects, fallback))
     return tables
+
+
+FOOTNOTES = [
+    "successes/finished: finished runs trained to the end or diverged; crashed, preempted and running jobs are outside the rate. [exact 95%]: Clopper-Pearson.",
+    "Means over successful runs: 95% t-interval below 10 runs, BCa bootstrap from 10; (n=1): one run, no interval. "
+    "Failures at chance: every finished run, failures (diverged, stalled, collapsed, ...) scored at the value of a run that learned nothing.",
+    f"† a run of this cell did not succeed (it diverged, did not finish, or ended in an outcome its task declares a failure); only cells with a success rate of at least {STABLE} and no unfinished run may be selected as best LR.",
+    "‡ alpha under this criterion lies outside the interval of the lr_star alpha.",
+    f"Stable LR: the largest LR with a success rate of at least {STABLE}; ≥: the largest LR of the grid.",
+]
 
 
 def write_markdown(path: Path, tables) -> None:
     lines = []
-    for title, header, rows in tables:
-        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for title, header_, rows, *notes in tables:
+        lines += [f"### {title}", ""] + [f"*{n}*" for n in (notes[0] if notes else [])] + ([""] if notes and notes[0] else [])
+        lines += ["| " + " | ".join(header_) + " |", "|" + "---|" * len(header_)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
-    lines.append("† a run of this cell did not succeed (it diverged, did not finish, or ended in an outcome its task declares a failure): the cell is not eligible as best LR; its mean covers the runs that trained to the end only. In the best-LR table, † marks a group where every LR had such runs.")
+    lines += [f"- {f}" for f in FOOTNOTES]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -548,7 +852,7 @@ def write_markdown(path: Path, tables) -> None:
 _TEX = {
     "\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
     "^": r"\textasciicircum{}", "~": r"\textasciitilde{}", "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
-    "†": r"\textsuperscript{\dag}", "–": "--",
+    "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "–": "--", "−": r"$-$", "≥": r"$\geq$",
 }
 _TEX_RE = re.compile("|".join(re.escape(c) for c in _TEX))
 _NUMERIC = re.compile(r"^(–|[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?)(\s|\[|†|$)")  # a number, maybe followed by an interval or a mark
@@ -567,7 +871,7 @@ def _align(rows: list[list[str]], i: int) -> str:
 def write_latex(path: Path, tables) -> None:
     """Each table as a booktabs ``tabular``: every cell and header escaped, numeric columns right-aligned."""
     out = ["% warmup-bench report tables; needs \\usepackage{booktabs}"]
-    for title, header, rows in tables:
+    for title, header, rows, *_ in tables:
         spec = "".join(_align(rows, i) for i in range(len(header)))
         out += [f"% {tex_escape(title)}", r"\begin{tabular}{" + spec + "}", r"\toprule", " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
         out += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in rows]
@@ -593,7 +897,7 @@ def _dirty(runs: pd.DataFrame) -> bool:
     return bool(runs["git_dirty"].fillna(False).astype(bool).any())
 
 
-def report_warnings(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> list[str]:
+def report_warnings(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame, alpha: pd.DataFrame | None = None) -> list[str]:
     """Everything a reader should check before trusting the tables: the README lists these, the terminal prints them."""
     warns = list(sw.warnings)
     commits = _commits(sw.runs)
@@ -605,12 +909,26 @@ def report_warnings(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> lis
         label = ", ".join(f"{k}={_fmt(r[k])}" for k in best.columns if k in sw.keys and k != "lr_base")
         if r["edge"] in ("low", "high"):
             warns.append(f"best LR on the {r['edge']} edge of the grid ({_fmt(r['lr_base'])} in [{_fmt(r['lr_min'])}, {_fmt(r['lr_max'])}]) for {label}: widen the grid")
-        elif r["edge"] in ("no eligible cell", "no finished run"):
-            warns.append(f"every LR has runs that did not succeed for {label}: the best-LR table shows the best of them, marked †")
-    few = summary[summary["n_runs"] < 3]
+        elif r["edge"] == "no eligible cell":
+            warns.append(f"no LR has a success rate of at least {STABLE} (and every run finished) for {label}: no best LR is selected")
+    for _, r in (alpha if alpha is not None else pd.DataFrame()).iterrows():
+        if r["disagree"]:
+            label = ", ".join(f"{k}={_fmt(r[k])}" for k in alpha.columns if k in sw.keys) or "the sweep"
+            warns.append(f"alpha depends on the criterion for {label}: lr_star {_fmt(r['alpha'], 3)} [{_fmt(r['alpha_low'], 3)}, {_fmt(r['alpha_high'], 3)}], "
+                         f"median-over-seeds best {_fmt(r['alpha_seed_median'], 3)}, centre within {DELTA_REL:.0%} of best {_fmt(r['alpha_delta_centre'], 3)}")
+    few = summary[summary["n_runs"] < FEW_SEEDS]
     if len(few):
-        warns.append(f"{len(few)} of {len(summary)} cells have fewer than 3 seeds (min {few['n_runs'].min()}): intervals are rough or missing")
+        warns.append(f"{len(few)} of {len(summary)} cells have fewer than {FEW_SEEDS} seeds (min {few['n_runs'].min()}): intervals are wide or missing")
     return warns
+
+
+def chance_note(sw: Sweep, summary: pd.DataFrame) -> str | None:
+    """The README's one line when "failures scored at chance" is not computable for some cell, else None."""
+    missing = summary[summary["chance_mean"].isna() & summary["n_finished"].gt(0)]
+    if missing.empty:
+        return None
+    return (f"failures scored at chance: not computable for {len(missing)} of {len(summary)} cells: their records carry no `chance` value "
+            f"for {sw.metric}, so those cells are left empty")
 
 
 def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str], tables, warns: list[str]) -> None:
@@ -637,13 +955,18 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
         lines += [f"- `{d}`: {why}" for d, why in sw.unfinished]
     lines += ["", "## Warnings", ""]
     lines += [f"- {w}" for w in warns] or ["- none"]
-    lines += ["", "## Files", "", "- `runs.csv` (one row per run), `summary.csv` (cells), `best_lr.csv`, `alpha.csv`, `table.md`, `table.tex`"]
+    lines += ["", "## Files", "", "- `runs.csv` (one row per run), `summary.csv` (cells), `best_lr.csv`, `alpha.csv`, `warmup_effect.csv`, `table.md`, `table.tex`"]
     lines += [f"- `{f}`" for f in figures]
-    lines += ["", "## Tables", ""]
-    for title, header, rows in tables[1:]:
-        lines += [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["", "## Tables", "", "Statistics: docs/report.md. The per-cell table is in `table.md`."]
+    note = chance_note(sw, summary)
+    if note:
+        lines += ["", f"*{note}.*"]
+    lines.append("")
+    for title, header_, rows, *notes in tables[1:]:
+        lines += [f"### {title}", ""] + [f"*{n}*" for n in (notes[0] if notes else [])] + ([""] if notes and notes[0] else [])
+        lines += ["| " + " | ".join(header_) + " |", "|" + "---|" * len(header_)]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    lines.append("The per-cell table is in `table.md`.")
+    lines += [f"- {f}" for f in FOOTNOTES]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -699,26 +1022,28 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(sw)
     best = best_lr(sw, summary)
-    alpha = alpha_table(sw, summary)
+    alpha = alpha_table(sw, summary, best)
+    effect = warmup_effect(sw, summary, best)
     sw.runs.to_csv(out / "runs.csv", index=False)
     summary.to_csv(out / "summary.csv", index=False)
     best.to_csv(out / "best_lr.csv", index=False)
     alpha.to_csv(out / "alpha.csv", index=False)
-    tables = _tables(sw, summary, best, alpha)
+    effect.to_csv(out / "warmup_effect.csv", index=False)
+    tables = _tables(sw, summary, best, alpha, effect)
     write_markdown(out / "table.md", tables)
     write_latex(out / "table.tex", tables)
     curve_warnings: list[str] = []
     figures = report_plots.all_figures(sw, summary, best, alpha, out, lambda d: curves(d, curve_warnings)) if figures else []
     for name in set(report_plots.FIGURES) - {f.name for f in figures}:
         (out / name).unlink(missing_ok=True)  # a figure from an earlier report of another sweep would mislead
-    warns = report_warnings(sw, summary, best) + curve_warnings
+    warns = report_warnings(sw, summary, best, alpha) + curve_warnings
     write_readme(out / "README.md", sw, summary, [f.name for f in figures], tables, warns)
-    return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "warnings": warns, "tables": tables}
+    return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "effect": effect, "warnings": warns, "tables": tables}
 
 
 def print_summary(res: dict, file=sys.stdout, warn_file=sys.stderr) -> None:
     """The best-LR and alpha tables and the figure paths (``file``), and every warning (``warn_file``), for a terminal."""
-    for title, header, rows in res["tables"][1:]:
+    for title, header, rows, *_ in res["tables"][1:]:
         print(f"\n{title}", file=file)
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
         print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=file)

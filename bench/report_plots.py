@@ -3,9 +3,10 @@
 - ``heatmap.png``: mean final metric over LR x batch size, one panel per warm-up (rows: task/optimizer);
   a sweep of one batch size is one LR x warm-up panel instead. The colour scale is fixed per metric
   (:func:`color_norm`), so two reports of one metric read the same colour the same way;
-- ``lr_vs_batch.png``: best peak LR against batch size (log-log) with the fitted alpha;
-- ``warmup_comparison.png``: metric at the best LR per warm-up and batch size: every seed, the mean,
-  its 95% interval where there is one (two seeds or more) and n;
+- ``lr_vs_batch.png``: lr_star in peak-LR units with its seed-bootstrap interval against batch size
+  (log-log) and the fitted alpha;
+- ``warmup_comparison.png``: metric at the best LR per warm-up and batch size: every successful seed,
+  their mean, its 95% interval where there is one (two seeds or more) and n;
 - ``curves.png``: train loss (one panel per model) and the LR (a step function of the logged rows)
   against step, for the best run per warm-up;
 - ``divergence.png``: fraction of diverged runs against LR per warm-up, one panel per batch size.
@@ -91,9 +92,9 @@ def _metric_label(sw, mode: str | None = None, name: str | None = None) -> str:
 def _lr_label(sw) -> str:
     rules = sorted(sw.runs["scaling"].dropna().unique())
     if rules == ["none"]:
-        return "LR (optimizer.lr = peak LR)"
+        return "optimizer.lr (lr_base = lr_peak: batch.scaling=none)"
     base = sorted(sw.runs["base_batch_size"].dropna().unique())
-    return f"optimizer.lr (base LR at batch {'/'.join(str(int(b)) for b in base)}; scaling {'/'.join(rules)})"
+    return f"optimizer.lr (lr_base at batch.base_size={'/'.join(str(int(b)) for b in base)}; batch.scaling={'/'.join(rules)})"
 
 
 def _other_keys(sw) -> list[str]:
@@ -166,7 +167,7 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
         sel = best
         for k in _other_keys(sw):
             sel = sel[sel[k] == g[k].iloc[0]]
-        panels = [(axes[0][i], g, "warmup", [w for w in warmups if w in set(g["warmup"])], sel, f"batch size {int(g['batch_size'].iloc[0])}")] if single else [
+        panels = [(axes[0][i], g, "warmup", [w for w in warmups if w in set(g["warmup"])], sel, f"batch.size={int(g['batch_size'].iloc[0])}")] if single else [
             (axes[i][j], g[g["warmup"] == wu], "batch_size", sorted(g["batch_size"].unique()), sel[sel["warmup"] == wu], f"warm-up: {wu}") for j, wu in enumerate(warmups)
         ]
         for ax, cells, xkey, xs, b, title in panels:
@@ -176,7 +177,7 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
                 ax.set_xlabel("warm-up")
             else:
                 ax.set_xticks(range(len(xs)), [str(int(v)) for v in xs])
-                ax.set_xlabel("batch size (examples/step)")
+                ax.set_xlabel("batch.size (examples/step)")
             ax.set_ylabel("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw))
             ax.set_title(title + (f"\n{label}" if label else ""), fontsize=10)
             if not shared:
@@ -184,7 +185,7 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     if shared:
         im, norm = last[metrics[0]]
         fig.colorbar(im, ax=axes, shrink=0.85, extend=_extend(summary["mean"], norm)).set_label(_metric_label(sw) + _scale_note(metrics[0]))
-    fig.suptitle(f"Mean final {sw.metric} over seeds (n = runs per cell)\nframed: best LR (every run succeeded); ✕: runs that did not succeed", fontsize=10)
+    fig.suptitle(f"Mean final {sw.metric} over successful seeds (n = runs per cell)\nframed: best LR (success rate ≥ 0.8); ✕: runs that did not succeed", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -205,7 +206,7 @@ def _scale_note(metric: str) -> str:
 def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 5.2), constrained_layout=True)
     lines = _other_keys(sw) + ["warmup"]
-    ok = best[np.isfinite(best["lr_peak"].astype(float)) & best["eligible"]]
+    ok = best[np.isfinite(best["lr_star_peak"].astype(float)) & best["eligible"]]
     anchors = []
     facets = _facets(ok, lines)
     for i, ((label, g), color) in enumerate(zip(facets, plt.cm.tab10.colors * 3)):
@@ -216,8 +217,9 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
             if k in a.columns:
                 a = a[a[k] == g[k].iloc[0]]
         edge = g["edge"].isin(["low", "high"])
-        ax.plot(g["batch_size"] * shift, g["lr_peak"], "o", color=color, ms=7)
-        ax.plot(g["batch_size"][edge] * shift, g["lr_peak"][edge], "o", color="white", mec=color, ms=7, mew=1.5)
+        err = [g["lr_star_peak"] - g["lr_star_lo"] * g["lr_scale"], g["lr_star_hi"] * g["lr_scale"] - g["lr_star_peak"]]
+        ax.errorbar(g["batch_size"] * shift, g["lr_star_peak"], yerr=err, fmt="o", color=color, ms=7, capsize=3)
+        ax.plot(g["batch_size"][edge] * shift, g["lr_star_peak"][edge], "o", color="white", mec=color, ms=7, mew=1.5)
         txt = label or "fit"
         if len(a) and math.isfinite(a["alpha"].iloc[0]):
             r = a.iloc[0]
@@ -225,7 +227,7 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
             ax.plot(xs, r["c"] * xs ** r["alpha"], "-", color=color, lw=1.5)
             txt += f": α={r['alpha']:.2f} [{r['alpha_low']:.2f}, {r['alpha_high']:.2f}]"
         ax.plot([], [], "o-", color=color, label=txt)
-        anchors.append((g["batch_size"].iloc[0], g["lr_peak"].iloc[0]))
+        anchors.append((g["batch_size"].iloc[0], g["lr_star_peak"].iloc[0]))
     if anchors:
         b0 = min(b for b, _ in anchors)
         lr0 = math.exp(np.mean([math.log(lr) for b, lr in anchors if b == b0]))
@@ -239,9 +241,9 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:.0e}")[0] in "25" else ""))
-    ax.set_xlabel("batch size B (examples/step, log scale)")
-    ax.set_ylabel("best peak LR η* (log scale)")
-    ax.set_title(f"Optimal LR vs batch size, η* ∝ B^α (least squares, 95% seed-bootstrap interval)\nbest by final {sw.metric}; hollow = best on the grid's edge", fontsize=10)
+    ax.set_xlabel("batch.size B (examples/step, log scale)")
+    ax.set_ylabel("η* = lr_star in lr_peak units (after batch.scaling; log scale)")
+    ax.set_title(f"Optimal LR vs batch size, η* ∝ B^α (least squares; bars and α: 95% seed bootstrap)\nlr_star: quadratic fit of final {sw.metric} in log LR; hollow = grid optimum on the grid's edge", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=DPI)
@@ -275,7 +277,8 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
                     continue
                 r = gw.loc[b]
                 x = i + (k - (len(warmups) - 1) / 2) * width
-                vals = _cell_runs(sw, r.to_dict() | {"batch_size": b})["metric"].dropna().to_numpy(float)
+                cell = _cell_runs(sw, r.to_dict() | {"batch_size": b})
+                vals = cell.loc[cell["success"], "metric"].dropna().to_numpy(float)  # the runs the mean is over
                 ax.plot(np.full(len(vals), x + 0.12 * width), vals, ".", color=color, alpha=0.5, ms=4)
                 has_ci = math.isfinite(r["ci_low"])
                 yerr = [[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]] if has_ci else None
@@ -288,12 +291,12 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
             ax.errorbar([], [], fmt="o", color=color, label=wu)
         ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
         ax.set_xlim(-0.6, len(bs) - 0.4)
-        ax.set_xlabel("batch size (examples/step)")
+        ax.set_xlabel("batch.size (examples/step)")
         ax.set_ylabel(_metric_label(sw, g["mode"].iloc[0], g["metric_name"].iloc[0]))
         ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size; dots: single seeds", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(title="warm-up", fontsize=8)
-    fig.suptitle("Warm-up comparison: mean over seeds, 95% bootstrap interval\n(n = seeds; hollow: some runs did not succeed)", fontsize=10)
+    fig.suptitle("Warm-up comparison: mean over successful seeds, 95% interval (t below 10 runs, BCa from 10)\n(n = successful seeds; ✕: runs that did not succeed)", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -393,7 +396,7 @@ def divergence(sw, path: Path) -> Path:
             ax.set_xlabel(("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw)) + ", log scale")
             if j == 0:
                 ax.set_ylabel("fraction of runs diverged")
-            ax.set_title(f"batch size {int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
+            ax.set_title(f"batch.size={int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
             ax.grid(True, alpha=0.3)
         axes[i][0].legend(title="warm-up", fontsize=8)
     fig.suptitle("Stable LR range: diverged runs per warm-up and LR (k/n: k of n seeds diverged)", fontsize=11)

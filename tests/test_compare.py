@@ -23,3 +23,26 @@ def test_compare_agrees_on_reseeded_sweeps_and_flags_a_changed_one(tmp_path):
     assert "optimizer.lr=0.001" in changed.stdout or "lr_base=0.001" in changed.stdout
     missing = run_bench(str(tmp_path / "a"), str(tmp_path / "nowhere"), module="bench.compare")
     assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+
+
+def _sweep(root, test_shift, with_test=True):
+    from test_report import record, write_sweep
+
+    recs = []
+    for lr in (0.1, 0.3):
+        for seed, e in enumerate((-0.002, 0.0, 0.002)):
+            r = record(len(recs), lr=lr, seed=seed, acc=0.9 + e)
+            if with_test:
+                r["test"] = {"test_acc": 0.85 + e + (test_shift if lr == 0.3 else 0.0), "test_loss": 0.2}
+            recs.append(r)
+    return write_sweep(root, recs)
+
+
+def test_compare_uses_the_test_metric_when_both_sweeps_have_it(tmp_path):
+    from bench.compare import compare
+
+    a, b = _sweep(tmp_path / "a", 0.0), _sweep(tmp_path / "b", 0.1)  # same validation values, test of lr=0.3 moved by 0.1
+    lines, n, what = compare(a, b)
+    assert n == 2 and what == "test_acc" and len(lines) == 1 and "lr_base=0.3" in lines[0]
+    lines, n, what = compare(a, _sweep(tmp_path / "c", 0.1, with_test=False))  # one side without test: validation
+    assert lines == [] and what == "val_acc (test metrics missing: validation compared)"
