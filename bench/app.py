@@ -37,7 +37,7 @@ from bench.lock import Busy, JobLock, read_holder, watch_parent
 from bench.loop import Outcome, train
 from bench.plan import Plan, decay_name, make_plan, validate, warmup_name
 from bench.probes import build_probes
-from bench.records import RESULT, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
+from bench.records import RESULT, STALLED, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
 def _conf_dir() -> str:
@@ -192,6 +192,7 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "primary_metric": next(iter(task.metrics)),
         "metric_modes": dict(task.metrics),
         "outcomes": declared_outcomes(task.outcomes),
+        "chance": dict(task.chance),
         "task_info": task.extra_record(),
         "output_dir": str(job.out_dir),
         "sweep_dir": job.sweep_dir,
@@ -221,6 +222,8 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
     """The record's end state: status (a task outcome where it declares one), steps, metrics, throughput."""
     status = outcome.status
     if status == "completed":
+        if task.is_stalled(outcome.initial_loss, outcome.final_train_loss, outcome.final):
+            status = STALLED
         status = task.final_status(outcome.final) or status
         if status not in record["outcomes"]:
             raise RuntimeError(f"{type(task).__name__}.final_status returned {status!r}, which its outcomes do not declare ({', '.join(record['outcomes'])})")
@@ -238,6 +241,7 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
         diverged_step=outcome.diverged_step,
         diverged_reason=outcome.diverged_reason,
         final=outcome.final,
+        test=outcome.test,
         best=outcome.best,
         best_step=outcome.best_step,
         final_train_loss=outcome.final_train_loss,

@@ -30,6 +30,7 @@ from bench import checkpoint as ckpt
 from bench.distributed import Dist
 from bench.plan import Plan
 from bench.probes import Probe, ProbeContext
+from bench.records import test_key
 from bench.progress import JobProgress
 
 
@@ -45,6 +46,8 @@ class Outcome:
     best: dict = field(default_factory=dict)
     best_step: dict = field(default_factory=dict)
     final_train_loss: float | None = None
+    initial_loss: float | None = None  # the first step's loss (mean over processes)
+    test: dict = field(default_factory=dict)  # metrics on the test split, once at the end of a run that trained to its last step
     train_time_s: float = 0.0
     resumed_from: int | None = None
     preempted: bool = False
@@ -198,6 +201,9 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
                 break
     out.train_time_s = time.perf_counter() - t0
     progress.close()
+    out.initial_loss = float(initial_loss) if initial_loss is not None else None
+    if out.status == "completed":  # test metrics only where the run trained to its end; never used to select anything
+        out.test = {test_key(k): v for k, v in _evaluate(task, device, plan.precision, dist, "test").items()}
     if plan.save_final and not out.preempted and dist.is_main:
         ckpt.save_final(out_dir, models, opts)
     return out
@@ -248,9 +254,9 @@ def _check(pending, initial_loss, factor, dist: Dist):
 
 
 @torch.no_grad()
-def _evaluate(task, device, precision, dist: Dist) -> dict[str, float]:
+def _evaluate(task, device, precision, dist: Dist, split: str = "val") -> dict[str, float]:
     metrics = None
     if dist.is_main:
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext():
-            metrics = task.evaluate()
+            metrics = task.evaluate(split)
     return dist.broadcast(metrics)

@@ -61,9 +61,18 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+STALLED = "stalled"  # trained to the end but never learned (Task.is_stalled): a failure
+
+
 def declared_outcomes(task_outcomes: Mapping[str, bool]) -> dict[str, bool]:
-    """The ``outcomes`` mapping a harness stores in result.json: ``completed`` (a success) plus the task's own."""
-    return {COMPLETED: True, **{str(k): bool(v) for k, v in task_outcomes.items()}}
+    """The ``outcomes`` mapping a harness stores in result.json: ``completed`` (a success), ``stalled``
+    (a failure) and the task's own."""
+    return {COMPLETED: True, STALLED: False, **{str(k): bool(v) for k, v in task_outcomes.items()}}
+
+
+def test_key(metric: str) -> str:
+    """The record key of a metric on the test split: ``val_acc`` -> ``test_acc``, ``fd`` -> ``test_fd``."""
+    return "test_" + (metric[4:] if metric.startswith("val_") else metric)
 
 
 def outcomes(record: Mapping) -> dict[str, bool]:

@@ -57,6 +57,14 @@ class Task(ABC):
     #: do not start at their maximum, so a ratio to the first loss means nothing).
     loss_ratio_divergence: bool = True
 
+    #: Metric -> the value a model that learned nothing scores (e.g. ``{"val_acc": 0.1}`` for 10
+    #: balanced classes): the report scores failed runs at it. Metrics without one are left out.
+    chance: Mapping[str, float] = {}
+
+    #: A run that trained to its end is ``stalled`` (a failure) when its last logged training loss
+    #: is at least this fraction of its first: it never learned. None: no such rule (GAN losses).
+    stall_ratio: float | None = 0.95
+
     #: Task-specific end states of a run that trained to its last step, each with whether it
     #: counts as a success (e.g. ``{"collapsed": False}`` for a GAN). :meth:`final_status`
     #: may return only these names. The harness adds them to its own statuses (``completed``
@@ -137,8 +145,13 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def evaluate(self) -> dict[str, float]:
-        """Validation metrics (keys of :attr:`metrics` at least). Called under ``torch.no_grad``."""
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """Metrics on ``split``: "val" (the validation split, during training and for model
+        selection) or "test" (the held-out test split, once at the end of a run that trained to
+        its last step). Keys of :attr:`metrics` at least, named as for validation (``val_acc``)
+        for both splits; the harness records test metrics as ``test_<name>`` (``test_acc``).
+        Called under ``torch.no_grad``.
+        """
 
     # ------------------------------------------------------------ optional
 
@@ -166,6 +179,13 @@ class Task(ABC):
     def units_per_example(self) -> Mapping[str, float]:
         """Throughput units besides examples, per example: e.g. ``{"tokens": context_length}``."""
         return {}
+
+    def is_stalled(self, first_loss: float | None, last_loss: float | None, final_metrics: Mapping[str, float]) -> bool:
+        """Whether a run that trained to its last step never learned: by default its last logged
+        training loss is at least :attr:`stall_ratio` x its first (e.g. still ~ln 10 for 10 classes)."""
+        if self.stall_ratio is None or first_loss is None or last_loss is None:
+            return False
+        return last_loss >= self.stall_ratio * first_loss
 
     def final_status(self, final_metrics: Mapping[str, float]) -> str | None:
         """One of :attr:`outcomes` to record instead of ``completed`` at the end of a run, or None."""

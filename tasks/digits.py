@@ -7,6 +7,7 @@ an index into it: no loader, no host copies in the step loop.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,8 @@ from tasks import checks
 from tasks.base import Task, count_parameters
 
 DIGITS_IMAGES = 1797  # scikit-learn's bundled set: a fixed size, so split sizes are known without loading it
+# images per class 0..9 in the bundled set (fixed data): the stratified split sizes follow without loading it
+DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
 
 def _read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +52,37 @@ def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tenso
     n_val = round(len(x) * val_fraction)
     val, train = perm[:n_val], perm[n_val:]
     return x[train], y[train], x[val], y[val]
+
+
+def three_way_counts(val_fraction: float, test_fraction: float) -> list[tuple[int, int, int]]:
+    """(train, val, test) images per class of the stratified split: round(n_c * fraction) per class."""
+    out = []
+    for n in DIGITS_PER_CLASS:
+        n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+        out.append((n - n_test - n_val, n_val, n_test))
+    return out
+
+
+def load_digits_three_way(val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A fixed stratified train / validation / test split: ``{"train": (x, y), "val": ..., "test": ...}``.
+
+    Images as float32 (N, 1, 8, 8) in [0, 1], int64 labels. Each class's images are permuted by a
+    generator seeded with ``split_seed`` (class c uses seed ``split_seed * 10 + c``), the first
+    round(n_c * test_fraction) go to test, the next round(n_c * val_fraction) to validation, the
+    rest to training; so every split has each class in its share and the split never depends on
+    the run's seed.
+    """
+    images, target = _read_digits()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(target, dtype=torch.int64)
+    parts: dict[str, list[torch.Tensor]] = {"train": [], "val": [], "test": []}
+    for c, (n_train, n_val, n_test) in enumerate(three_way_counts(val_fraction, test_fraction)):
+        idx = torch.nonzero(y == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(split_seed * 10 + c))]
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    return {k: (x[torch.cat(v).sort().values], y[torch.cat(v).sort().values]) for k, v in parts.items()}
 
 
 def digits_train_size(val_fraction: float) -> int:
@@ -86,25 +120,35 @@ class DigitsCNN(nn.Module):
 
 
 class DigitsTask(Task):
-    """Classify 8x8 digits; metrics: val_acc (primary, higher is better) and val_loss."""
+    """Classify 8x8 digits; metrics: val_acc (primary, higher is better) and val_loss.
+
+    Three fixed stratified splits (train / validation / test, :func:`load_digits_three_way`):
+    validation for evaluations during training and model selection, test once at the end.
+    """
 
     metrics = {"val_acc": "max", "val_loss": "min"}
+    chance = {"val_acc": 0.1, "val_loss": math.log(10)}  # 10 balanced classes: a uniform guess
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         check_split(cfg)
+        tf = checks.number_in("task.test_fraction", cfg.test_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+        if any(n < 1 for counts in three_way_counts(cfg.val_fraction, tf) for n in counts):
+            raise bad("task.test_fraction", tf, f"a fraction that leaves every class in all three splits with task.val_fraction={cfg.val_fraction}")
         checks.int_pair("task.channels", cfg.channels, "two positive conv widths, e.g. [32, 64]")
         checks.int_at_least("task.hidden", cfg.hidden, 1)
 
     @classmethod
     def static_train_size(cls, cfg: DictConfig) -> int:
-        return digits_train_size(cfg.val_fraction)
+        return sum(train for train, _, _ in three_way_counts(cfg.val_fraction, cfg.test_fraction))
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        xt, yt, xv, yv = load_digits_split(cfg.val_fraction, cfg.split_seed)
+        split = load_digits_three_way(cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+        (xt, yt), (xv, yv), (xs, ys) = split["train"], split["val"], split["test"]
         self.x_train, self.y_train = xt.to(device), yt.to(device)
         self.x_val, self.y_val = xv.to(device), yv.to(device)
+        self.x_test, self.y_test = xs.to(device), ys.to(device)
         self.model = DigitsCNN(tuple(cfg.channels), cfg.hidden).to(device)
 
     @property
@@ -124,14 +168,16 @@ class DigitsTask(Task):
         x, y = batch
         return F.cross_entropy(model(x), y)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        x, y = (self.x_test, self.y_test) if split == "test" else (self.x_val, self.y_val)
         self.model.eval()
-        logits = self.model(self.x_val).float()
+        logits = self.model(x).float()
         self.model.train()
         return {
-            "val_loss": F.cross_entropy(logits, self.y_val).item(),
-            "val_acc": (logits.argmax(1) == self.y_val).float().mean().item(),
+            "val_loss": F.cross_entropy(logits, y).item(),
+            "val_acc": (logits.argmax(1) == y).float().mean().item(),
         }
 
     def extra_record(self) -> dict:
-        return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "parameters": count_parameters(self.model)}
+        return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "test_examples": len(self.x_test),
+                "parameters": count_parameters(self.model)}

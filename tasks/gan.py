@@ -72,6 +72,7 @@ class GanTask(Task):
     """What both GAN families share: the two models, losses, per-model LRs, warm-up target, collapse."""
 
     loss_ratio_divergence = False  # GAN losses do not start at their maximum; only non-finite losses diverge
+    stall_ratio = None  # a GAN's losses need not fall as it learns: collapse is its failure, not a flat loss
     outcomes = {"collapsed": False}  # trained to the end but covers too few modes/classes: see final_status
 
     @classmethod
@@ -86,6 +87,9 @@ class GanTask(Task):
         checks.int_at_least("task.z_dim", cfg.z_dim, 1, "an integer >= 1 (latent dimensions)")
         checks.int_at_least("task.eval_samples", cfg.eval_samples, 2, "an integer >= 2 (generated samples per evaluation)")
         checks.int_at_least("task.eval_seed", cfg.eval_seed, 0)
+        checks.int_at_least("task.test_seed", cfg.test_seed, 0)
+        if cfg.test_seed == cfg.eval_seed:
+            raise bad("task.test_seed", cfg.test_seed, f"a seed other than task.eval_seed={cfg.eval_seed}: the test samples must be fresh")
         if cfg.samples_file is not None:  # an output: it stays inside the job's output directory
             checks.relative_path("task.samples_file", cfg.samples_file, "a file name relative to the job's output directory (no absolute path, no '..'), or null for none")
 
@@ -135,17 +139,19 @@ class GanTask(Task):
         # D's accuracy on this step's fakes, measured after D's update: how far G lags behind D
         return g_loss(self.kind, d_fake), {"d_acc_fake": (d_fake < 0).float().mean()}
 
-    def eval_noise(self, n: int) -> torch.Tensor:
-        """The fixed latent batch every evaluation uses (independent of the global RNG)."""
-        gen = torch.Generator().manual_seed(int(self.cfg.eval_seed))
+    def eval_noise(self, n: int, split: str = "val") -> torch.Tensor:
+        """The fixed latent batch of a split (independent of the global RNG): ``task.eval_seed`` for
+        every validation evaluation, ``task.test_seed`` for the test evaluation at the end."""
+        seed = self.cfg.test_seed if split == "test" else self.cfg.eval_seed
+        gen = torch.Generator().manual_seed(int(seed))
         return torch.randn(n, self.z_dim, generator=gen).to(self.device)
 
     @torch.no_grad()
-    def generate(self, n: int) -> torch.Tensor:
-        """``n`` samples from the generator in eval mode, on the fixed evaluation noise."""
+    def generate(self, n: int, split: str = "val") -> torch.Tensor:
+        """``n`` samples from the generator in eval mode, on the split's fixed noise."""
         was = self.generator.training
         self.generator.eval()
-        x = self.generator(self.eval_noise(n)).float()
+        x = self.generator(self.eval_noise(n, split)).float()
         self.generator.train(was)
         return x
 
@@ -225,9 +231,10 @@ class MixtureGanTask(GanTask):
             if i >= start:
                 yield x.to(self.device)
 
-    def evaluate(self) -> dict[str, float]:
-        x = self.generate(self.cfg.eval_samples)
-        self.save_samples(x)
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        x = self.generate(self.cfg.eval_samples, split)
+        if split == "val":
+            self.save_samples(x)
         s = mode_stats(x, self.centres, self.cfg.sigma, self.cfg.min_mode_share)
         return {"modes": float(s["modes"]), "hq_frac": s["hq_frac"], "mode_kl": s["mode_kl"]}
 
@@ -423,9 +430,10 @@ class DigitsGanTask(GanTask):
         x = (x.clamp(-1, 1) + 1) / 2
         return x if self.size == 8 else F.adaptive_avg_pool2d(x, 8)
 
-    def evaluate(self) -> dict[str, float]:
-        x = self.to_classifier(self.generate(self.cfg.eval_samples))
-        self.save_samples(x[:100])
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        x = self.to_classifier(self.generate(self.cfg.eval_samples, split))
+        if split == "val":
+            self.save_samples(x[:100])
         feats = classifier_features(self.classifier, x)
         labels = self.classifier.fc2(feats).argmax(1)
         counts = torch.bincount(labels, minlength=10)
