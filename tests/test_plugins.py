@@ -118,7 +118,7 @@ def test_a_task_declares_its_own_outcome(outside, tmp_path):
     by_lr = {r["lr_base"]: r for r in results(sweep)}
     low, high = by_lr[0.00001], by_lr[0.1]
     assert low["status"] == "underfit" and low["success"] is False  # 60 steps at LR 1e-5 learn nothing (val acc ~0.1)
-    assert low["outcomes"] == {"completed": True, "underfit": False}
+    assert low["outcomes"] == {"completed": True, "stalled": False, "underfit": False}
     assert high["status"] == "completed" and high["success"] is True  # LR 0.1: val acc 0.6-0.9 after 60 steps
     summary = (sweep / "report" / "summary.csv").read_text()
     assert "n_underfit" in summary.splitlines()[0]

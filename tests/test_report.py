@@ -243,8 +243,8 @@ def test_records_helpers_for_the_harness():
     from bench import records
 
     gan = {"status": "collapsed", "outcomes": records.declared_outcomes({"collapsed": False})}
-    assert gan["outcomes"] == {"completed": True, "collapsed": False}
-    assert records.finished_statuses(gan) == {"diverged", "completed", "collapsed"}
+    assert gan["outcomes"] == {"completed": True, "stalled": False, "collapsed": False}
+    assert records.finished_statuses(gan) == {"diverged", "completed", "stalled", "collapsed"}
     assert records.measured(gan) and not records.succeeded(gan)
     assert not records.measured({"status": "diverged", "outcomes": {"completed": True}})
     assert not records.measured({"status": "running", "outcomes": {"completed": True}})
