@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up the environment, run the demo sweep (experiment=demo: 90 jobs, ~3 minutes on 2 CPU cores),
+# The main job: set up the environment, run the demo sweep (experiment=demo: 180 jobs, ~5-8 minutes on 2 CPU cores),
 # print the summary table and the figure paths. Usage: bash scripts/demo.sh [extra Hydra overrides]
 set -euo pipefail
 cd "$(dirname "$0")/.."
