@@ -103,7 +103,8 @@ def save(out_dir, config_hash: str, next_step: int, models, opts, scheds, metric
         "step": next_step,
         "models": {n: m.state_dict() for n, m in models.items()},
         "optimizers": {n: o.state_dict() for n, o in opts.items()},
-        "schedulers": {n: {"last_epoch": s.last_epoch, "_last_lr": s._last_lr} for n, s in scheds.items()},
+        # LambdaLR's own state (step count, base and last LRs); its multiplier is a plain function, which it does not store
+        "schedulers": {n: s.state_dict() for n, s in scheds.items()},
         "rng": _rng_state(),
         "metrics_offset": metrics_offset,
         **extra,
@@ -188,13 +189,9 @@ def restore(state: dict, models, opts, scheds) -> int:
     for n, m in models.items():
         m.load_state_dict(state["models"][n])
     for n, o in opts.items():
-        o.load_state_dict(state["optimizers"][n])
+        o.load_state_dict(state["optimizers"][n])  # restores each param group's current LR too
     for n, s in scheds.items():
-        s.last_epoch = state["schedulers"][n]["last_epoch"]
-        lrs = [lam(s.last_epoch) * base for lam, base in zip(s.lr_lambdas, s.base_lrs)]
-        for g, lr in zip(s.optimizer.param_groups, lrs):
-            g["lr"] = lr
-        s._last_lr = lrs
+        s.load_state_dict(state["schedulers"][n])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     random.setstate(rng["python"])

@@ -65,6 +65,13 @@ def build_optimizers(plan: Plan, models: Mapping[str, nn.Module]) -> dict[str, t
     return opts
 
 
+def _as_function(schedule):
+    def multiplier(step: int) -> float:
+        return schedule(step)
+
+    return multiplier
+
+
 def _better(mode: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
@@ -83,7 +90,8 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     if plan.compile:
         wrapped = {n: torch.compile(m) for n, m in wrapped.items()}
     opts = build_optimizers(plan, models)
-    scheds = {n: LambdaLR(opts[n], plan.schedules[n]) for n in models}
+    # each multiplier wrapped in a plain function: LambdaLR's state_dict then holds only numbers (weights_only loads)
+    scheds = {n: LambdaLR(opts[n], _as_function(plan.schedules[n])) for n in models}
     multi = len(models) > 1
     bf16 = plan.precision == "bf16"
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
