@@ -172,6 +172,8 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "status": "running",
         "task": cfg.task.name,
         "choices": job.choices,
+        # group:option, as W&B tags: warmup=linear, decay=linear and batch=linear stay apart when flattened
+        "tags": [f"{g}:{o}" for g, o in job.choices.items() if o is not None],
         "overrides": job.overrides,
         "seed": cfg.seed,
         "batch_size": cfg.batch.size,
