@@ -143,6 +143,7 @@ def measure(task_name: str, args, data_root: Path, work: Path) -> list[dict]:
             "train.eval_every=1000000",  # only the final evaluation, which cancels out
             f"train.log_every={args.log_every}",
             f"train.check_every={args.log_every}",
+            f"task.val_size={args.val_images}",  # the held-out validation split; the stand-in sets hold this many extra training images
             f"task.val_subset={args.val_images}",
             f"task.eval_batch_size={args.val_images}",
             f"task.workers={args.workers}",
@@ -200,11 +201,11 @@ def main(argv: list[str] | None = None) -> dict:
         if data_root is None:
             data_root = work / "data"
             n = max(8 * args.batch, args.val_images)
-            write_cifar(data_root, "cifar10", n, args.val_images)
-            write_cifar(data_root, "cifar100", n, args.val_images)
+            write_cifar(data_root, "cifar10", n + args.val_images, args.val_images)  # n to train on after the validation hold-out
+            write_cifar(data_root, "cifar100", n + args.val_images, args.val_images)
             classes = 4
             per = -(-n // classes)
-            write_imagefolder(data_root / "imagenet", classes, per, -(-args.val_images // classes), size=round(args.image_size * 1.15))
+            write_imagefolder(data_root / "imagenet", classes, per + -(-args.val_images // classes), -(-args.val_images // classes), size=round(args.image_size * 1.15))
             print(f"stand-in data ({n} training images per task) in {data_root}: throughput only", flush=True)
         env = {
             "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),

@@ -3,6 +3,9 @@
 Nothing is downloaded. A missing data set is a :class:`bench.errors.ConfigError` that names the
 files expected and where.
 
+Validation images are held out of the official training set by :func:`stratified_holdout` before any
+loader is built, so the loaders below only ever hold training images (whole or as DDP shares).
+
 Augmentation randomness comes from the generator the harness passes to ``train_batches``
 (seeded from ``(seed, epoch)``), never from a worker's global RNG, so the batches of an epoch
 depend only on ``(seed, epoch)``: not on the number of loader workers, and a resumed run sees
@@ -121,6 +124,55 @@ def cifar_files_official(dataset: str, root: str | os.PathLike) -> bool:
 def to_chw_tensor(data: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 numpy -> (N, C, H, W) uint8 tensor."""
     return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------- the validation split
+
+
+def holdout_counts(labels: torch.Tensor, n_holdout: int) -> torch.Tensor:
+    """Images per class to hold out: ``n_holdout`` shared in proportion to the class sizes.
+
+    Class ``c`` with ``n_c`` of the ``N`` images gets ``floor(n_holdout * n_c / N)``; the images left
+    over go one each to the classes with the largest remainders (ties: lower class index first), so
+    the counts sum to ``n_holdout`` exactly. Balanced classes get equal shares (CIFAR-10, 5000: 500 each).
+    Returns int64 counts indexed by class (classes absent from ``labels`` get 0).
+    """
+    sizes = torch.bincount(labels)
+    total = len(labels)
+    base = n_holdout * sizes // total  # integer floor of the proportional share
+    rest = n_holdout * sizes - base * total  # remainder x total, compared exactly in integers
+    order = sorted(range(len(sizes)), key=lambda c: (-int(rest[c]), c))
+    base[order[: n_holdout - int(base.sum())]] += 1
+    return base
+
+
+def stratified_holdout(labels, n_holdout: int, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split image indices ``0..N-1`` into (train, held-out) with :func:`holdout_counts` images of each class held out.
+
+    One permutation of all N indices from a generator seeded with ``split_seed``; each class holds out its
+    first ``count_c`` images in that order. The split depends on the labels and ``split_seed`` only (never on
+    a run's seed). Both index tensors are sorted, so the training images keep the order of the files.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    counts = holdout_counts(labels, n_holdout)
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(split_seed))
+    lab = labels[perm]
+    by_class = torch.argsort(lab, stable=True)  # positions of perm grouped by class, in perm order within a class
+    first = torch.cumsum(torch.bincount(lab, minlength=len(counts)), 0) - torch.bincount(lab, minlength=len(counts))
+    rank = torch.empty_like(lab)
+    rank[by_class] = torch.arange(len(lab)) - first[lab[by_class]]  # 0, 1, 2, ... within each class
+    held = rank < counts[lab]
+    return perm[~held].sort().values, perm[held].sort().values
+
+
+def spread(n_items: int, n: int | None) -> torch.Tensor:
+    """``n`` of positions ``0..n_items-1`` spread evenly from first to last (all when ``n`` is None).
+
+    On a list sorted by class this keeps every class in its share, without randomness.
+    """
+    if n is None or n >= n_items:
+        return torch.arange(n_items)
+    return torch.linspace(0, n_items - 1, n).round().long().unique()
 
 
 # ---------------------------------------------------------------- augmentation parameters

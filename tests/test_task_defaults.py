@@ -61,9 +61,9 @@ TINY = {
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     r = tmp_path_factory.mktemp("data")
-    write_cifar(r, "cifar10", n_train=256, n_test=16)  # two batches of the default 128
-    write_cifar(r, "cifar100", n_train=256, n_test=16)
-    write_imagefolder(r / "imagenet", classes=2, train_per_class=130, val_per_class=2, size=36)  # one batch of 256
+    write_cifar(r, "cifar10", n_train=256 + 16, n_test=16)  # two batches of the default 128 after 16 held out for validation
+    write_cifar(r, "cifar100", n_train=256 + 16, n_test=16)
+    write_imagefolder(r / "imagenet", classes=2, train_per_class=130, val_per_class=2, size=36)  # one batch of 256 after 4 held out
     return r
 
 
@@ -74,6 +74,7 @@ def test_every_task_trains_with_its_defaults(task, data, tmp_path):
     extra = list(TINY.get(task, []))
     if task.startswith(("cifar", "imagenet")):
         extra.append(f"task.data_root={data / 'imagenet' if task.startswith('imagenet') else data}")
+        extra.append(f"task.val_size={4 if task.startswith('imagenet') else 16}")  # the stand-in sets are far smaller than the defaults assume
     if task == "dcgan_digits":
         extra.append(f"task.classifier.cache_dir={tmp_path / 'cache'}")
     p = run_bench(f"task={task}", *budget, *extra, "hardware.threads=1", f"hydra.run.dir={tmp_path / 'run'}")

@@ -13,11 +13,11 @@ write_cifar, write_imagefolder = _fake.write_cifar, _fake.write_imagefolder
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "cifar10_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
-    "cifar100_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
-    "cifar10_vit": ["+task.model_kwargs.embed_dim=32", "+task.model_kwargs.depth=2", "+task.model_kwargs.num_heads=2"],
-    "imagenet_resnet50": ["+task.model_kwargs.channels=[8,16,32,64]", "+task.model_kwargs.stem_width=8", "task.image_size=32", "task.val_resize=36", "task.workers=0"],
+TINY = {  # narrow models; validation splits that fit the stand-in data (CIFAR: 40 - 8 = 32 to train on; ImageFolder: one per class)
+    "cifar10_resnet": ["+task.model_kwargs.channels=[8,16,32,64]", "task.val_size=8"],
+    "cifar100_resnet": ["+task.model_kwargs.channels=[8,16,32,64]", "task.val_size=8"],
+    "cifar10_vit": ["+task.model_kwargs.embed_dim=32", "+task.model_kwargs.depth=2", "+task.model_kwargs.num_heads=2", "task.val_size=8"],
+    "imagenet_resnet50": ["+task.model_kwargs.channels=[8,16,32,64]", "+task.model_kwargs.stem_width=8", "task.image_size=32", "task.val_resize=36", "task.workers=0", "task.val_size=3"],
 }
 
 
@@ -26,7 +26,7 @@ def data(tmp_path_factory):
     r = tmp_path_factory.mktemp("data")
     write_cifar(r, "cifar10", n_train=40, n_test=16)
     write_cifar(r, "cifar100", n_train=40, n_test=16)
-    write_imagefolder(r / "imagenet", classes=3, train_per_class=2, val_per_class=1, size=40)
+    write_imagefolder(r / "imagenet", classes=3, train_per_class=3, val_per_class=1, size=40)
     return r
 
 
@@ -37,13 +37,18 @@ def _root(data, task):
 @pytest.mark.parametrize("task", ["cifar100_resnet", "cifar10_vit", "imagenet_resnet50"])  # cifar10_resnet: next test
 def test_each_task_trains_through_the_cli(task, data, tmp_path):
     bs = 2 if task.startswith("imagenet") else 8
-    p = run_bench(f"task={task}", f"task.data_root={_root(data, task)}", *TINY[task], f"batch.size={bs}", "train.steps=2", "train.log_every=1", f"hydra.run.dir={tmp_path}")
+    p = run_bench(f"task={task}", f"task.data_root={_root(data, task)}", *TINY[task], "hardware.threads=1", f"batch.size={bs}", "train.steps=2", "train.log_every=1", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     r = json.loads((tmp_path / "result.json").read_text())
-    assert r["status"] == "completed" and r["steps"] == 2 and r["task"] == task
+    # 2 steps rarely lower the loss by 5 %: "stalled" (Task.stall_ratio) is a run that trained to its end all the same
+    assert r["status"] in ("completed", "stalled") and r["steps"] == 2 and r["task"] == task
     expected = {"val_acc", "val_loss"} | ({"val_acc5"} if task.startswith("imagenet") else set())
     assert set(r["final"]) == expected and r["primary_metric"] == "val_acc"
-    assert r["task_info"]["train_examples"] == (6 if task.startswith("imagenet") else 40)
+    assert set(r["test"]) == {k.replace("val_", "test_") for k in expected}  # the official test set, once at the end
+    assert set(r["chance"]) == expected
+    info = r["task_info"]
+    sizes = (6, 3, 3) if task.startswith("imagenet") else (32, 8, 16)  # train, held-out validation, test
+    assert (info["train_examples"], info["val_examples"], info["test_examples"]) == sizes and info["split_seed"] == 0
     rows = metrics(tmp_path)
     assert [row["step"] for row in rows if row["kind"] == "train"] == [0, 1]
     assert all(row["train_loss"] > 0 for row in rows if row["kind"] == "train")
@@ -52,7 +57,7 @@ def test_each_task_trains_through_the_cli(task, data, tmp_path):
 def test_device_and_dataloader_paths_give_the_same_run(data, tmp_path):
     """cifar10_resnet through the CLI; with the same seed the GPU-resident loader (here on the CPU) and the
     torchvision DataLoader in worker processes give byte-identical logs."""
-    common = ["task=cifar10_resnet", f"task.data_root={data}", *TINY["cifar10_resnet"], "batch.size=8", "train.steps=6", "train.log_every=1", "seed=3"]
+    common = ["task=cifar10_resnet", f"task.data_root={data}", *TINY["cifar10_resnet"], "batch.size=8", "train.steps=6", "train.log_every=1", "seed=3", "hardware.threads=1"]
     a = run_bench(*common, "task.loader=device", f"hydra.run.dir={tmp_path / 'device'}")
     b = run_bench(*common, "task.loader=dataloader", "task.workers=2", f"hydra.run.dir={tmp_path / 'loader'}")
     assert a.returncode == 0, a.stderr
@@ -60,9 +65,13 @@ def test_device_and_dataloader_paths_give_the_same_run(data, tmp_path):
     for d, loader in (("device", "device"), ("loader", "dataloader")):
         r = json.loads((tmp_path / d / "result.json").read_text())
         assert r["status"] == "completed" and r["steps"] == 6 and r["task_info"]["loader"] == loader
+        assert set(r["test"]) == {"test_acc", "test_loss"} and 0 <= r["test"]["test_acc"] <= 1
+        assert r["chance"]["val_acc"] == pytest.approx(0.1)
+    tests = [json.loads((tmp_path / d / "result.json").read_text())["test"] for d in ("device", "loader")]
+    assert tests[0] == tests[1]
     log_a = (tmp_path / "device" / "metrics.jsonl").read_text()
     assert log_a == (tmp_path / "loader" / "metrics.jsonl").read_text()
-    assert len(log_a.splitlines()) == 7  # 6 train rows (an epoch is 5 steps, so one epoch boundary) + 1 eval
+    assert len(log_a.splitlines()) == 7  # 6 train rows (an epoch is 32 // 8 = 4 steps, so one epoch boundary) + 1 eval
 
 
 def test_missing_data_is_one_line_and_exit_2(tmp_path):
@@ -77,7 +86,7 @@ def test_goyal_cifar_preset_scaled_down(data, tmp_path):
     """The preset's structure end to end, scaled down: 2 batch sizes x 3 warm-ups x 1 seed on 32 stand-in images."""
     sweep = tmp_path / "sweep"
     p = run_bench(
-        "-m", "experiment=goyal_cifar", "hardware=cpu", f"task.data_root={data}", *TINY["cifar10_resnet"],
+        "-m", "experiment=goyal_cifar", "hardware=cpu", "hardware.threads=1", f"task.data_root={data}", *TINY["cifar10_resnet"],
         "batch.base_size=8", "batch.size=8,16", "seed=0", "train.epochs=6", "warmup.epochs=1", "task.train_subset=32",
         "train.log_every=1", "train.check_every=1", "train.checkpoint_every=0", "task.val_subset=8",
         f"hydra.sweep.dir={sweep}", "report=false",

@@ -1,7 +1,12 @@
-"""Vision data: the real readers on tiny data sets in the real formats, augmentation, loader equality."""
+"""Vision data: the real readers on tiny data sets in the real formats, augmentation, loader equality,
+the train / validation / test splits."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -153,7 +158,8 @@ def _task_cfg(name, **over):
     return cfg
 
 
-TINY_RESNET = {"model_kwargs.channels": [8, 16, 32, 64]}
+TINY_RESNET = {"model_kwargs.channels": [8, 16, 32, 64], "val_size": 7}  # 37 stand-in training images: 30 to train on
+TINY_FOLDER = {"model_kwargs.channels": [8, 16, 32, 64], "model_kwargs.stem_width": 8, "image_size": 32, "val_resize": 36, "workers": 0, "val_size": 3}
 
 
 @pytest.mark.parametrize(
@@ -163,13 +169,16 @@ TINY_RESNET = {"model_kwargs.channels": [8, 16, 32, 64]}
         ({"model": "resnet_nope"}, r"task.model='resnet_nope' is not allowed: a model name in timm's registry"),
         ({"model_kwargs.num_classes": 7}, r"task.model_kwargs.num_classes=7 is not allowed"),
         ({"model_kwargs.no_such_arg": 1}, r"task.model_kwargs=.* arguments timm model resnet18 accepts"),
-        ({"train_subset": 38}, r"task.train_subset=38 is not allowed: at most the 37 images found"),
+        ({"train_subset": 31}, r"task.train_subset=31 is not allowed: at most the 30 images left for training after task.val_size=7 are held out"),
+        ({"val_size": 37}, r"task.val_size=37 is not allowed: fewer than the 37 training images found"),
+        ({"val_subset": 6, "val_size": 5, "train_subset": None}, r"task.val_subset=6 is not allowed: at most task.val_size=5"),
+        ({"val_size": 20, "val_subset": 12}, r"task.val_subset=12 is not allowed: at most the 11 images in the test set"),
         ({"dataset": "svhn"}, r"task.dataset='svhn' is not allowed: one of cifar10, cifar100"),
         ({"label_smoothing": 1.5}, r"task.label_smoothing=1.5 is not allowed"),
     ],
 )
 def test_cifar_task_rejects_bad_config(root, over, message):
-    cfg = _task_cfg("cifar10_resnet", data_root=str(root), **TINY_RESNET, **over)
+    cfg = _task_cfg("cifar10_resnet", data_root=str(root), **{**TINY_RESNET, **over})
     with pytest.raises(ConfigError, match=message):
         CifarTask(cfg, 0, CPU)
 
@@ -180,23 +189,34 @@ def test_cifar_task_model_and_eval(root):
     m = task.models["model"]
     assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1) and isinstance(m.maxpool, torch.nn.Identity)
     assert m.layer1[0].bn2.weight.detach().abs().sum().item() == 0.0  # zero-init of each block's last BN
-    assert task.train_size() == 37
+    assert task.train_size() == 30
     with torch.no_grad():
         metrics = task.evaluate()
-    assert set(metrics) == {"val_loss", "val_acc"} and 0 <= metrics["val_acc"] <= 1
+        test = task.evaluate("test")
+    assert set(metrics) == set(test) == {"val_loss", "val_acc"} and 0 <= metrics["val_acc"] <= 1
+    assert metrics != test  # 7 held-out training images vs the 11 test images
+    assert task.chance == pytest.approx({"val_acc": 0.1, "val_loss": math.log(10)})
+    info = task.extra_record()
+    assert (info["train_examples"], info["val_examples"], info["test_examples"], info["split_seed"]) == (30, 7, 11, 0)
+    with pytest.raises(ValueError, match="'val' or 'test'"):
+        task.evaluate("train")
     m.to(memory_format=torch.channels_last)
     x = task.inputs(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def test_imagefolder_task_metrics_and_errors(root, tmp_path):
-    over = {"model_kwargs.channels": [8, 16, 32, 64], "model_kwargs.stem_width": 8, "image_size": 32, "val_resize": 36, "workers": 0}
+    over = TINY_FOLDER
     task = ImageFolderTask(_task_cfg("imagenet_resnet50", data_root=str(root / "imagenet"), **over), 0, CPU)
-    assert task.num_classes == 3 and task.train_size() == 12
+    assert task.num_classes == 3 and task.train_size() == 9  # 12 in train/, one per class held out
     with torch.no_grad():
         metrics = task.evaluate()
-    assert set(metrics) == {"val_loss", "val_acc", "val_acc5"}
-    assert metrics["val_acc5"] == 1.0  # 3 classes: the top-3 always holds the label
+        test = task.evaluate("test")
+    assert set(metrics) == set(test) == {"val_loss", "val_acc", "val_acc5"}
+    assert metrics["val_acc5"] == test["val_acc5"] == 1.0  # 3 classes: the top-3 always holds the label
+    assert task.chance == pytest.approx({"val_acc": 1 / 3, "val_acc5": 1.0, "val_loss": math.log(3)})
+    info = task.extra_record()
+    assert (info["train_examples"], info["val_examples"], info["test_examples"]) == (9, 3, 6)
     write_imagefolder(tmp_path, classes=2, train_per_class=1, val_per_class=1, size=16)
     (tmp_path / "val" / "class1").rename(tmp_path / "val" / "other")
     with pytest.raises(ConfigError, match=r"same class folders"):
@@ -222,3 +242,86 @@ def test_ddp_shards_are_the_split_of_the_global_batch(root):
             parts = _split(batch, 2)
             for r in (0, 1):
                 assert torch.equal(shards[r][k][0], parts[r][0]) and torch.equal(shards[r][k][1], parts[r][1]), (name, k, r)
+
+
+# ---------------------------------------------------------------- the three splits
+
+
+def test_holdout_counts_by_hand():
+    labels = torch.tensor([0] * 7 + [1] * 3 + [2])  # 11 images
+    # 5 held out: shares 35/11 = 3.18, 15/11 = 1.36, 5/11 = 0.45 -> floors 3, 1, 0; the one left goes to the largest remainder (class 2)
+    assert vd.holdout_counts(labels, 5).tolist() == [3, 1, 1]
+    assert vd.holdout_counts(labels, 4).tolist() == [3, 1, 0]  # 2.55, 1.09, 0.36 -> 2, 1, 0 + one for class 0
+    assert vd.holdout_counts(torch.arange(50000) % 10, 5000).tolist() == [500] * 10  # CIFAR-10's default
+    assert vd.holdout_counts(torch.arange(50000) % 100, 5000).tolist() == [50] * 100  # CIFAR-100's
+
+
+def test_stratified_holdout_is_a_fixed_partition():
+    labels = torch.randint(0, 4, (200,), generator=torch.Generator().manual_seed(0))
+    train, val = vd.stratified_holdout(labels, 30, split_seed=0)
+    assert sorted(train.tolist() + val.tolist()) == list(range(200))  # disjoint and complete
+    assert torch.bincount(labels[val], minlength=4).tolist() == vd.holdout_counts(labels, 30).tolist()
+    assert train.tolist() == sorted(train.tolist())  # training images keep the file order
+    again = vd.stratified_holdout(labels, 30, split_seed=0)
+    assert torch.equal(again[1], val)
+    assert not torch.equal(vd.stratified_holdout(labels, 30, split_seed=1)[1], val)
+
+
+def _keys(images: torch.Tensor) -> set[bytes]:
+    """One key per uint8 image (the stand-in images are noise, so no two are equal)."""
+    return {bytes(im.contiguous().numpy()) for im in images}
+
+
+def test_cifar_splits_are_disjoint_stratified_and_fixed_across_run_seeds(root):
+    cfg = _task_cfg("cifar10_resnet", data_root=str(root), **TINY_RESNET)
+    a, b = CifarTask(cfg, 0, CPU), CifarTask(cfg, 7, CPU)  # two run seeds
+    assert np.array_equal(a.val_idx, b.val_idx) and np.array_equal(a.train_idx, b.train_idx)
+    assert sorted(a.train_idx.tolist() + a.val_idx.tolist()) == list(range(37))
+    official = vd.load_cifar("cifar10", root, train=True)
+    labels = torch.tensor(official.targets)
+    assert torch.bincount(labels[a.val_idx], minlength=10).tolist() == vd.holdout_counts(labels, 7).tolist()
+    train_keys, val_keys = _keys(vd.to_chw_tensor(official.data[a.train_idx])), _keys(a.eval_sets["val"][0])
+    test_keys = _keys(a.eval_sets["test"][0])
+    assert len(val_keys) == 7 and len(test_keys) == 11 and len(train_keys) == 30
+    assert not (train_keys & val_keys) and not (train_keys & test_keys) and not (val_keys & test_keys)
+    assert test_keys == _keys(vd.to_chw_tensor(vd.load_cifar("cifar10", root, train=False).data))  # test = the official test batch
+    other = CifarTask(_task_cfg("cifar10_resnet", data_root=str(root), **{**TINY_RESNET, "split_seed": 1}), 0, CPU)
+    assert not np.array_equal(other.val_idx, a.val_idx)
+
+
+def test_cifar_train_batches_never_hold_a_validation_image(root):
+    """No crop or flip, so each batch image is a stored image: it must be a training image, in both
+    loaders, whole or sharded as under DDP, and the two loaders give the same bytes."""
+    plain = {**TINY_RESNET, "crop_padding": 0, "flip": False}
+    tasks = {loader: CifarTask(_task_cfg("cifar10_resnet", data_root=str(root), **plain, loader=loader, workers=0), 0, CPU) for loader in ("device", "dataloader")}
+    official = vd.load_cifar("cifar10", root, train=True)
+    train_keys = _keys(vd.to_chw_tensor(official.data[tasks["device"].train_idx]))
+    val_keys = _keys(tasks["device"].eval_sets["val"][0])
+    runs = {}
+    for loader, task in tasks.items():
+        full = list(task.train_batches(5, 0, 0, torch.Generator().manual_seed(4)))
+        shards = [list(task.train_shards(10, 0, 0, torch.Generator().manual_seed(4), r, 2)) for r in (0, 1)]
+        seen = _keys(torch.cat([x for x, _ in full]))
+        assert len(seen) == 30 and seen == train_keys and not (seen & val_keys)  # 30 // 5 batches: every training image once
+        sharded = _keys(torch.cat([x for part in shards for x, _ in part]))
+        assert sharded == train_keys and not (sharded & val_keys)
+        runs[loader] = full
+    for (xa, ya), (xb, yb) in zip(runs["device"], runs["dataloader"]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_imagefolder_splits_and_train_batches(root):
+    cfg = _task_cfg("imagenet_resnet50", data_root=str(root / "imagenet"), **TINY_FOLDER)
+    a, b = ImageFolderTask(cfg, 0, CPU), ImageFolderTask(cfg, 3, CPU)
+    assert a.val_idx == b.val_idx and a.train_idx == b.train_idx  # fixed across run seeds
+    assert sorted(a.train_idx + a.val_idx) == list(range(12)) and len(a.val_idx) == 3
+    folder = vd.load_imagefolder(root / "imagenet", "train")
+    assert sorted(folder.targets[i] for i in a.val_idx) == [0, 1, 2]  # one per class
+    val_paths = {folder.samples[i][0] for i in a.val_idx}
+    val_ds, test_ds = a.eval_loaders["val"].dataset, a.eval_loaders["test"].dataset
+    assert {val_ds.folder.samples[i][0] for i in val_ds.indices} == val_paths  # validation scores the held-out training images
+    assert Path(test_ds.folder.root).name == "val" and len(test_ds) == 6  # the official val/ folder is the test split
+    for rank, world in ((0, 1), (0, 3), (1, 3), (2, 3)):
+        list(a.train_shards(3, 0, 0, torch.Generator().manual_seed(1), rank, world))
+        drawn = {i for batch in a.train_data.sampler.batches for i, _ in batch}
+        assert drawn and drawn <= set(a.train_idx) and not (drawn & set(a.val_idx)), (rank, world)
