@@ -4,16 +4,21 @@ One example is one block of ``context_length`` token positions, so ``batch.size`
 sequences and a step sees ``batch.size * context_length`` tokens (``units_per_example``).
 Training blocks are contiguous windows of the training split; each epoch starts them at a
 random offset in ``[0, context_length)`` and visits them in a random order, both drawn from the
-harness's ``(seed, epoch)`` generator. Validation uses fixed windows from offset 0, at most
-``eval_tokens`` tokens, so every evaluation of every run sees the same tokens.
+harness's ``(seed, epoch)`` generator. The validation and test splits (``tasks.text``: random
+contiguous pieces of the corpus, fixed by ``corpus.split_seed``) are each cut into windows from
+offset 0, of which at most ``eval_tokens // context_length`` are evaluated, spread evenly over
+the split; so every evaluation of every run sees the same tokens.
 
 Metrics, all in nats per predicted token unless stated:
 
 - LMs: ``val_loss`` (mean next-token cross-entropy), ``val_ppl = exp(val_loss)`` and, for the
   character-level tokeniser, ``val_bpc = val_loss / ln 2`` (bits per character);
 - BERT: ``val_loss`` and ``val_acc`` are the cross-entropy and accuracy on the masked positions
-  only, ``val_ppl = exp(val_loss)``; validation masks are drawn once from ``split_seed`` so every
-  evaluation scores the same positions.
+  only, ``val_ppl = exp(val_loss)``; validation and test masks are drawn once from ``split_seed``
+  so every evaluation scores the same positions.
+
+``evaluate("test")`` computes the same metrics, under the same names, on the test split.
+``chance`` is a uniform guess over the tokeniser's V tokens (:func:`uniform_chance`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ NORMS = ("post", "pre")
 
 def _ppl(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf  # exp overflows a float beyond ~709
+
+
+def uniform_chance(vocab: int, metrics) -> dict[str, float]:
+    """Scores of a uniform guess over ``vocab`` tokens, for those of ``metrics`` it defines:
+    ``val_loss = ln V``, ``val_ppl = V``, ``val_bpc = log2 V``, ``val_acc = 1 / V``. An untrained
+    model scores this (its validation loss is 0.99-1.01 x ln V), so it is the worth of a run that
+    learned nothing; a run that learned only token frequencies (the unigram loss) scores better."""
+    values = {"val_loss": math.log(vocab), "val_ppl": float(vocab), "val_bpc": math.log2(vocab), "val_acc": 1 / vocab}
+    return {k: values[k] for k in metrics if k in values}
 
 
 # ---------------------------------------------------------------- models
@@ -131,8 +145,9 @@ class _TextTask(Task):
         """Known without tokenising for the bundled pydoc corpus at character level only (one token per character)."""
         if cfg.corpus.source != "pydoc" or cfg.tokenizer.kind != "char":
             return None
-        train_text, _ = split_text(pydoc_text(), cfg.corpus.val_fraction)
-        return (len(train_text) - cls.extra_tokens) // cfg.context_length
+        c = cfg.corpus
+        train_chars = sum(map(len, split_text(pydoc_text(), c.pieces, c.val_fraction, c.test_fraction, c.split_seed)["train"]))
+        return (train_chars - cls.extra_tokens) // cfg.context_length
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
@@ -142,11 +157,18 @@ class _TextTask(Task):
         n = len(self.corpus.train_ids) - self.extra_tokens
         self.n_train = n // self.context
         self.max_offset = min(self.context - 1, n - self.n_train * self.context)  # offsets that keep n_train blocks
-        val = self._blocks(self.corpus.val_ids, 0)
-        self.val_blocks = val[: max(1, cfg.eval_tokens // self.context)]
+        self.eval_blocks = {split: self._eval_windows(self.corpus.ids(split), cfg.eval_tokens) for split in ("val", "test")}
 
     def _blocks(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         return lm_blocks(ids, self.context, offset) if self.extra_tokens else mlm_blocks(ids, self.context, offset)
+
+    def _eval_windows(self, ids: torch.Tensor, eval_tokens: int) -> torch.Tensor:
+        """``k = min(n, max(1, eval_tokens // context))`` of the split's ``n`` windows from offset 0:
+        window ``i * n // k`` for ``i = 0 .. k-1``, spread evenly over all of the split's pieces."""
+        windows = self._blocks(ids, 0)
+        n = len(windows)
+        k = min(n, max(1, eval_tokens // self.context))
+        return windows[torch.arange(k, device=ids.device) * n // k]
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -170,7 +192,8 @@ class _TextTask(Task):
             **self.corpus.info,
             "context_length": self.context,
             "train_blocks": self.n_train,
-            "val_blocks": len(self.val_blocks),
+            "val_blocks": len(self.eval_blocks["val"]),
+            "test_blocks": len(self.eval_blocks["test"]),
             "parameters": count_parameters(self.model),
         }
 
@@ -183,6 +206,7 @@ class TransformerLMTask(_TextTask):
         self.model = self._build(cfg).to(device)
         self.char_level = cfg.tokenizer.kind == "char"
         self.metrics = {"val_loss": "min", "val_ppl": "min", **({"val_bpc": "min"} if self.char_level else {})}
+        self.chance = uniform_chance(self.corpus.tokenizer.vocab_size, self.metrics)
 
     def _build(self, cfg: DictConfig) -> nn.Module:
         v = self.corpus.tokenizer.vocab_size
@@ -192,10 +216,10 @@ class TransformerLMTask(_TextTask):
         logits = model(batch[:, :-1])
         return F.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten())
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "val") -> dict[str, float]:
         self.model.eval()
         total, count = 0.0, 0
-        for chunk in self.val_blocks.split(self.cfg.eval_batch_size):
+        for chunk in self.eval_blocks[split].split(self.cfg.eval_batch_size):
             logits = self.model(chunk[:, :-1]).float()
             total += F.cross_entropy(logits.flatten(0, 1), chunk[:, 1:].flatten(), reduction="sum").item()
             count += chunk[:, 1:].numel()
@@ -285,9 +309,10 @@ class BertMLMTask(_TextTask):
             pad_token_id=self.vocab + 1,
         )
         self.model = LogitsOnly(BertForMaskedLM(conf)).to(device)
-        g = torch.Generator().manual_seed(cfg.split_seed)
-        self.val_inputs, self.val_labels = mask_tokens(self.val_blocks, self.vocab, self.mask_id, p, generator=g)
+        g = torch.Generator().manual_seed(cfg.split_seed)  # validation masks first, then test masks from the same stream
+        self.eval_masks = {split: mask_tokens(self.eval_blocks[split], self.vocab, self.mask_id, p, generator=g) for split in ("val", "test")}
         self.metrics = {"val_loss": "min", "val_acc": "max", "val_ppl": "min"}
+        self.chance = uniform_chance(self.vocab, self.metrics)
 
     def loss(self, name: str, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
         inputs, labels = mask_tokens(batch, self.vocab, self.mask_id, self.cfg.mask_prob)
@@ -298,11 +323,12 @@ class BertMLMTask(_TextTask):
         acc = ((logits.argmax(-1) == labels) & chosen).sum() / n
         return loss, {"masked_acc": acc}
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, split: str = "val") -> dict[str, float]:
         self.model.eval()
         total, correct, count = 0.0, 0, 0
         bs = self.cfg.eval_batch_size
-        for x, y in zip(self.val_inputs.split(bs), self.val_labels.split(bs)):
+        inputs, labels = self.eval_masks[split]
+        for x, y in zip(inputs.split(bs), labels.split(bs)):
             logits = self.model(x).float()
             total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum").item()
             correct += ((logits.argmax(-1) == y) & (y != -100)).sum().item()

@@ -8,13 +8,18 @@ Corpus sources (``task.corpus.source``), none of which downloads anything:
 - ``dataset``: a HuggingFace ``datasets`` dataset written with ``save_to_disk`` (a Dataset, or a
   DatasetDict from which ``corpus.split`` is taken), whose ``corpus.text_column`` rows are joined.
 
-The corpus is one string split deterministically into a leading training part and a trailing
-validation part (``corpus.val_fraction`` of the characters): contiguous parts, so no validation
-sentence appears in training.
+The corpus is one string cut into ``corpus.pieces`` contiguous pieces of equal length (to one
+character). A generator seeded by ``corpus.split_seed`` (never the run's seed) picks
+``round(pieces * val_fraction)`` of them for validation and ``round(pieces * test_fraction)`` for
+test (at least one each); the rest, in corpus order, is the training text. Neighbouring pieces of
+one split form one *run*; each run is tokenised on its own and a split's runs are joined in corpus
+order, so no token and no window ever holds text of two splits (a window may span the seam of two
+runs of one split).
 
 Tokenisers (``task.tokenizer.kind``):
 
-- ``char``: one id per distinct character of the whole corpus (sorted by code point);
+- ``char``: one id per distinct character of the whole corpus (sorted by code point): the
+  character set only, so that every held-out character has an id; no statistics of held-out text;
 - ``bpe``: byte-level BPE trained with ``tokenizers`` on the training split only, cached on disk
   under ``tokenizer.cache_dir`` (a folder inside the cache root ``$BENCH_CACHE``, default
   ``~/.cache/warmup-bench``) in a file named by the SHA-256 of the training text and settings,
@@ -55,11 +60,22 @@ def check_corpus_config(corpus_cfg: DictConfig, tok_cfg: DictConfig) -> None:
     """Every ``task.corpus.*`` and ``task.tokenizer.*`` check that needs no corpus: types, ranges, and
     whether ``corpus.path`` exists as the right kind of path (one ``stat``).
 
-    What needs the text stays in :func:`build_corpus`: both splits non-empty, a char vocabulary
+    What needs the text stays in :func:`build_corpus`: every split non-empty, a char vocabulary
     that covers the character set, and the readers' own checks of a file's contents. A binary
     file is caught here already by :func:`sniff_text` (the first few KB of each file).
     """
-    checks.number_in("task.corpus.val_fraction", corpus_cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+    pieces = checks.int_at_least("task.corpus.pieces", corpus_cfg.pieces, 3, "an integer >= 3 (one piece at least for each of train, validation, test)")
+    vf = checks.number_in("task.corpus.val_fraction", corpus_cfg.val_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+    tf = checks.number_in("task.corpus.test_fraction", corpus_cfg.test_fraction, 0, 1, "a fraction in (0, 1)", low_open=True, high_open=True)
+    n_train, n_val, n_test = split_counts(pieces, vf, tf)
+    if n_train < 1:
+        raise bad(
+            "task.corpus.test_fraction",
+            tf,
+            f"a fraction that leaves training text: with corpus.pieces={pieces} and corpus.val_fraction={vf}, "
+            f"{n_val} validation + {n_test} test pieces take every piece (lower a fraction or raise corpus.pieces)",
+        )
+    checks.int_at_least("task.corpus.split_seed", corpus_cfg.split_seed, 0)
     source = checks.choice("task.corpus.source", corpus_cfg.source, SOURCES)
     if source != "pydoc":
         path = corpus_cfg.path
@@ -180,10 +196,54 @@ def load_corpus(cfg: DictConfig) -> str:
     return read_saved_dataset(cfg.path, cfg.split, cfg.text_column)
 
 
-def split_text(text: str, val_fraction: float) -> tuple[str, str]:
-    """Leading ``1 - val_fraction`` of the characters for training, the rest for validation."""
-    cut = len(text) - round(len(text) * val_fraction)
-    return text[:cut], text[cut:]
+SPLITS = ("train", "val", "test")
+
+
+def split_counts(pieces: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """(train, validation, test) pieces: ``max(1, round(pieces * fraction))`` for each held-out split,
+    the rest for training (< 1 when the fractions take every piece; :func:`check_corpus_config` refuses that)."""
+    n_val = max(1, round(pieces * val_fraction))
+    n_test = max(1, round(pieces * test_fraction))
+    return pieces - n_val - n_test, n_val, n_test
+
+
+def assign_pieces(pieces: int, val_fraction: float, test_fraction: float, split_seed: int) -> list[str]:
+    """The split (``"train"``, ``"val"`` or ``"test"``) of each piece, in corpus order.
+
+    A permutation of the pieces drawn from a generator seeded by ``split_seed``: its first
+    ``n_val`` pieces go to validation, the next ``n_test`` to test (see :func:`split_counts`), so a
+    different ``test_fraction`` keeps the validation pieces.
+    """
+    _, n_val, n_test = split_counts(pieces, val_fraction, test_fraction)
+    order = torch.randperm(pieces, generator=torch.Generator().manual_seed(split_seed)).tolist()
+    names = ["train"] * pieces
+    for rank, piece in enumerate(order[: n_val + n_test]):
+        names[piece] = "val" if rank < n_val else "test"
+    return names
+
+
+def split_spans(n_chars: int, names: Sequence[str]) -> dict[str, list[tuple[int, int]]]:
+    """Character spans ``[start, end)`` of each split's runs, in corpus order.
+
+    Piece ``i`` of ``k = len(names)`` covers ``[i * n_chars // k, (i + 1) * n_chars // k)``, so piece
+    lengths differ by at most one character; neighbouring pieces of one split merge into one run.
+    """
+    k = len(names)
+    out: dict[str, list[tuple[int, int]]] = {name: [] for name in SPLITS}
+    for i, name in enumerate(names):
+        start, end = i * n_chars // k, (i + 1) * n_chars // k
+        runs = out[name]
+        if i and names[i - 1] == name:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return out
+
+
+def split_text(text: str, pieces: int, val_fraction: float, test_fraction: float, split_seed: int) -> dict[str, list[str]]:
+    """``{"train": runs, "val": runs, "test": runs}``: each split's runs of text in corpus order (see the module docstring)."""
+    spans = split_spans(len(text), assign_pieces(pieces, val_fraction, test_fraction, split_seed))
+    return {name: [text[a:b] for a, b in runs] for name, runs in spans.items()}
 
 
 # ---------------------------------------------------------------- tokenisers
@@ -267,49 +327,72 @@ def _chunks(text: str):
 
 @dataclass
 class Corpus:
-    """Token ids of both splits on ``device`` plus what the record should say about them."""
+    """Token ids of the three splits on ``device`` plus what the record should say about them."""
 
     train_ids: torch.Tensor  # int64 (N_train,)
     val_ids: torch.Tensor  # int64 (N_val,)
+    test_ids: torch.Tensor  # int64 (N_test,)
     tokenizer: Tokenizer
     train_chars: int
     val_chars: int
+    test_chars: int
     info: dict
+
+    def ids(self, split: str) -> torch.Tensor:
+        """Token ids of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        return {"train": self.train_ids, "val": self.val_ids, "test": self.test_ids}[split]
 
 
 def build_corpus(corpus_cfg: DictConfig, tok_cfg: DictConfig, device: torch.device) -> Corpus:
     """Load, split and tokenise settings that passed :func:`check_corpus_config`; what only the text
-    can tell (empty splits, a char vocabulary smaller than the character set) raises ConfigError here."""
-    vf, vs = corpus_cfg.val_fraction, tok_cfg.vocab_size
+    can tell (an empty split, a char vocabulary smaller than the character set) raises ConfigError here.
+    The tokeniser learns from the training runs only (BPE); a char vocabulary is the whole corpus's character set."""
+    vs = tok_cfg.vocab_size
     text = load_corpus(corpus_cfg)
-    train_text, val_text = split_text(text, vf)
-    if not train_text or not val_text:
-        raise bad("task.corpus.val_fraction", vf, f"a fraction that leaves text in both splits (the corpus has {len(text)} characters)")
-    info = {"corpus": corpus_cfg.source, "tokenizer": tok_cfg.kind}
+    if corpus_cfg.pieces > len(text):
+        raise bad("task.corpus.pieces", corpus_cfg.pieces, f"at most the corpus's {len(text)} characters, so that every piece holds text")
+    names = assign_pieces(corpus_cfg.pieces, corpus_cfg.val_fraction, corpus_cfg.test_fraction, corpus_cfg.split_seed)
+    spans = split_spans(len(text), names)
+    runs = {name: [text[a:b] for a, b in spans[name]] for name in SPLITS}
+    chars = {name: sum(map(len, runs[name])) for name in SPLITS}
+    info = {
+        "corpus": corpus_cfg.source,
+        "tokenizer": tok_cfg.kind,
+        "split_seed": corpus_cfg.split_seed,
+        "pieces": corpus_cfg.pieces,
+        "val_pieces": [i for i, n in enumerate(names) if n == "val"],
+        "test_pieces": [i for i, n in enumerate(names) if n == "test"],
+    }
     if tok_cfg.kind == "char":
         charset = len(set(text))
         if vs is not None and vs < charset:
             raise bad("task.tokenizer.vocab_size", vs, f"at least the corpus's character set of {charset} (or null to use it)")
         tok: Tokenizer = CharTokenizer(text, vs)
     else:
-        tok, path, cached = train_bpe(train_text, vs, tok_cfg.min_frequency, str(checks.cache_path(tok_cfg.cache_dir)))
+        tok, path, cached = train_bpe("".join(runs["train"]), vs, tok_cfg.min_frequency, str(checks.cache_path(tok_cfg.cache_dir)))
         info.update(tokenizer_file=str(path), tokenizer_cached=cached)
-    train_ids = torch.tensor(tok.encode(train_text), dtype=torch.int64, device=device)
-    val_ids = torch.tensor(tok.encode(val_text), dtype=torch.int64, device=device)
-    info.update(vocab_size=tok.vocab_size, train_chars=len(train_text), val_chars=len(val_text), train_tokens=len(train_ids), val_tokens=len(val_ids))
-    return Corpus(train_ids, val_ids, tok, len(train_text), len(val_text), info)
+    ids = {name: torch.tensor([i for run in runs[name] for i in tok.encode(run)], dtype=torch.int64, device=device) for name in SPLITS}
+    info["vocab_size"] = tok.vocab_size
+    info.update({f"{name}_chars": chars[name] for name in SPLITS})
+    info.update({f"{name}_tokens": len(ids[name]) for name in SPLITS})
+    return Corpus(ids["train"], ids["val"], ids["test"], tok, chars["train"], chars["val"], chars["test"], info)
+
+
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
 def check_context(context_length: int, corpus: Corpus, extra: int) -> None:
-    """Both splits must hold at least one block of ``context_length + extra`` tokens (an integer >= 2, checked before)."""
+    """Every split must hold at least one block of ``context_length + extra`` tokens (an integer >= 2, checked before)."""
     need = context_length + extra
-    shortest = min(len(corpus.train_ids), len(corpus.val_ids))
+    sizes = {name: len(corpus.ids(name)) for name in ("val", "test", "train")}  # a tie names a held-out split
+    which = min(sizes, key=sizes.get)
+    shortest = sizes[which]
     if need > shortest:
-        which = "validation" if len(corpus.val_ids) < len(corpus.train_ids) else "training"
         raise bad(
             "task.context_length",
             context_length,
-            f"at most {shortest - extra} tokens: the {which} split holds only {shortest} tokens (use a larger corpus or corpus.val_fraction)",
+            f"at most {shortest - extra} tokens: the {SPLIT_WORDS[which]} split holds only {shortest} tokens "
+            "(use a larger corpus, fewer corpus.pieces or larger fractions)",
         )
 
 

@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from bench.app import CONF_DIR
 from bench.errors import ConfigError
 from tasks.language import BertMLMTask, GPT2Task, TransformerLM, TransformerLMTask, mask_tokens
-from tasks.text import CharTokenizer, build_corpus, lm_blocks, pydoc_text, read_saved_dataset, read_text_path, split_text, train_bpe
+from tasks.text import (
+    CharTokenizer, assign_pieces, build_corpus, lm_blocks, pydoc_text, read_saved_dataset, read_text_path, split_counts, split_spans, split_text, train_bpe,
+)
 
 CPU = torch.device("cpu")
 PROSE = "The quick brown fox jumps over the lazy dog. " * 40 + "Pack my box with five dozen liquor jugs!\n"
@@ -38,12 +40,107 @@ def text_file(tmp_path: Path, text: str = PROSE, name: str = "corpus.txt") -> Pa
 # ---------------------------------------------------------------- corpora and tokenisers
 
 
-def test_pydoc_corpus_is_prose_and_split_is_contiguous():
+def test_pydoc_corpus_is_prose():
     text = pydoc_text()
     assert len(text) > 400_000 and "function" in text
-    train, val = split_text(text, 0.1)
-    assert train + val == text
-    assert len(val) == round(len(text) * 0.1)
+
+
+def test_piece_counts_round_and_keep_one_piece_per_split():
+    assert split_counts(20, 0.1, 0.1) == (16, 2, 2)
+    assert split_counts(20, 0.01, 0.26) == (14, 1, 5)  # round(0.2) = 0 -> at least 1; round(5.2) = 5
+    assert split_counts(3, 0.1, 0.1) == (1, 1, 1)
+    names = assign_pieces(20, 0.1, 0.1, 0)
+    assert len(names) == 20 and names.count("val") == 2 and names.count("test") == 2 and names.count("train") == 16
+    # a larger test share keeps the validation pieces (they are drawn first)
+    more_test = assign_pieces(20, 0.1, 0.25, 0)
+    assert [i for i, n in enumerate(more_test) if n == "val"] == [i for i, n in enumerate(names) if n == "val"]
+
+
+def test_split_spans_merge_neighbouring_pieces_of_one_split():
+    # 10 characters in 4 pieces: [0, 2) [2, 5) [5, 7) [7, 10)
+    assert split_spans(10, ["train", "val", "val", "train"]) == {"train": [(0, 2), (7, 10)], "val": [(2, 7)], "test": []}
+    assert split_spans(10, ["test", "train", "train", "val"]) == {"train": [(2, 7)], "val": [(7, 10)], "test": [(0, 2)]}
+
+
+@pytest.mark.parametrize("pieces,vf,tf", [(20, 0.1, 0.1), (7, 0.2, 0.3), (3, 0.1, 0.1)])
+def test_three_splits_are_disjoint_contiguous_pieces_that_cover_the_corpus(pieces, vf, tf):
+    text = pydoc_text()
+    names = assign_pieces(pieces, vf, tf, 0)
+    spans = split_spans(len(text), names)
+    # every character in exactly one split: the runs, sorted, tile [0, len(text))
+    runs = sorted((a, b, name) for name, rs in spans.items() for a, b in rs)
+    assert runs[0][0] == 0 and runs[-1][1] == len(text)
+    assert all(b == a2 for (_, b, _), (a2, _, _) in zip(runs, runs[1:]))
+    assert all(a < b for a, b, _ in runs)
+    # each run is a whole number of pieces of equal length (to one character)
+    bounds = {i * len(text) // pieces for i in range(pieces + 1)}
+    assert all(a in bounds and b in bounds for a, b, _ in runs)
+    # no two runs of one split touch, so the runs are exactly the maximal runs of pieces
+    assert all(n1 != n2 for (_, _, n1), (_, _, n2) in zip(runs, runs[1:]))
+    parts = split_text(text, pieces, vf, tf, 0)
+    assert "".join(t for _, t in sorted((a, text[a:b]) for rs in spans.values() for a, b in rs)) == text
+    assert [text[a:b] for a, b in spans["test"]] == parts["test"]
+    _, n_val, n_test = split_counts(pieces, vf, tf)
+    assert sum(map(len, parts["val"])) in range(n_val * (len(text) // pieces), n_val * (len(text) // pieces + 1) + 1)
+    assert sum(map(len, parts["test"])) in range(n_test * (len(text) // pieces), n_test * (len(text) // pieces + 1) + 1)
+
+
+def test_split_is_fixed_by_split_seed_not_by_the_run_seed():
+    a = TransformerLMTask(task_cfg("lm_postln", *TINY), 0, CPU)
+    b = TransformerLMTask(task_cfg("lm_postln", *TINY), 7, CPU)  # another run seed: the same split
+    c = TransformerLMTask(task_cfg("lm_postln", *TINY, "task.corpus.split_seed=1"), 0, CPU)
+    for split in ("train", "val", "test"):
+        assert torch.equal(a.corpus.ids(split), b.corpus.ids(split))
+    assert (a.extra_record()["val_pieces"], a.extra_record()["test_pieces"]) != (c.extra_record()["val_pieces"], c.extra_record()["test_pieces"])
+    assert not torch.equal(a.corpus.val_ids, c.corpus.val_ids) and not torch.equal(a.corpus.test_ids, c.corpus.test_ids)
+    assert [assign_pieces(20, 0.1, 0.1, s) for s in range(5)] != [assign_pieces(20, 0.1, 0.1, 0)] * 5
+
+
+def test_task_tokens_are_the_split_texts_and_the_record_says_so():
+    task = TransformerLMTask(task_cfg("lm_postln", *TINY), 0, CPU)
+    parts = split_text(pydoc_text(), 20, 0.1, 0.1, 0)
+    tok = task.corpus.tokenizer
+    info = task.extra_record()
+    for split in ("train", "val", "test"):
+        assert tok.decode(task.corpus.ids(split).tolist()) == "".join(parts[split])
+        assert info[f"{split}_chars"] == info[f"{split}_tokens"] == sum(map(len, parts[split]))  # char level: one token per character
+    assert info["split_seed"] == 0 and info["pieces"] == 20 and len(info["val_pieces"]) == len(info["test_pieces"]) == 2
+    assert not set(info["val_pieces"]) & set(info["test_pieces"])
+    assert info["val_blocks"] == info["test_blocks"] == 2048 // 16  # eval_tokens // context_length windows each
+    # the evaluated windows are spread over the whole split, not its first tokens
+    val = task.corpus.val_ids
+    starts = [next(i for i in range(0, len(val) - 16, 16) if torch.equal(val[i : i + 17], w)) for w in task.eval_blocks["val"][[0, -1]]]
+    assert starts[0] == 0 and starts[1] > len(val) * 0.9
+
+
+def test_evaluate_test_scores_the_test_split_with_the_validation_names():
+    task = TransformerLMTask(task_cfg("lm_postln", *TINY), 0, CPU)
+    with torch.no_grad():
+        val, test = task.evaluate(), task.evaluate("test")
+    assert set(val) == set(test) == {"val_loss", "val_ppl", "val_bpc"} and val != test
+    assert task.evaluate("val") == val  # fixed windows: every evaluation sees the same tokens
+    v = task.corpus.tokenizer.vocab_size
+    assert task.chance == {"val_loss": pytest.approx(math.log(v)), "val_ppl": v, "val_bpc": pytest.approx(math.log2(v))}
+    assert abs(test["val_loss"] / math.log(v) - 1) < 0.05  # untrained: the uniform guess that chance names
+
+
+def test_bpe_is_trained_on_the_training_split_only(tmp_path, monkeypatch):
+    import tasks.text
+
+    seen = []
+    real = tasks.text.train_bpe
+    monkeypatch.setattr(tasks.text, "train_bpe", lambda text, *a: seen.append(text) or real(text, *a))
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    words = " ".join(f"w{i}" for i in range(2000)) + "\n"
+    f = text_file(tmp_path, words)
+    cfg = task_cfg("lm_preln", *TINY, "task.corpus.source=text", f"task.corpus.path={f}", "task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=300")
+    task = TransformerLMTask(cfg, 0, CPU)
+    parts = split_text(words, 20, 0.1, 0.1, 0)
+    assert seen == ["".join(parts["train"])]
+    assert all(run not in seen[0] for run in parts["val"] + parts["test"])
+    info = task.extra_record()
+    assert info["val_chars"] == sum(map(len, parts["val"])) and 0 < info["val_tokens"] < info["val_chars"]
+    assert "val_bpc" not in task.chance and task.chance["val_loss"] == pytest.approx(math.log(task.corpus.tokenizer.vocab_size))
 
 
 def test_char_tokenizer_round_trip_and_vocab_padding():
@@ -246,11 +343,15 @@ def test_each_task_loss_falls_in_a_short_run(name, cls):
         assert after["val_bpc"] == pytest.approx(after["val_loss"] / math.log(2))
 
 
-def test_bert_validation_masks_are_fixed():
+def test_bert_validation_and_test_masks_are_fixed():
     cfg = task_cfg("bert_mlm", *TINY)
     a, b = BertMLMTask(cfg, 0, CPU), BertMLMTask(cfg, 1, CPU)
-    assert torch.equal(a.val_labels, b.val_labels)
+    for split in ("val", "test"):
+        assert torch.equal(a.eval_masks[split][1], b.eval_masks[split][1])
     assert a.models["model"].hf.config.vocab_size == a.vocab + 2 and a.mask_id == a.vocab
+    with torch.no_grad():
+        assert set(a.evaluate("test")) == {"val_loss", "val_acc", "val_ppl"}
+    assert a.chance["val_acc"] == pytest.approx(1 / a.vocab) and a.chance["val_loss"] == pytest.approx(math.log(a.vocab))
 
 
 # ---------------------------------------------------------------- bad input
@@ -263,7 +364,11 @@ def test_bert_validation_masks_are_fixed():
         (["task.heads=3"], r"task.heads=3 is not allowed: a divisor of task.width=32"),
         (["task.tokenizer.vocab_size=50"], r"task.tokenizer.vocab_size=50 is not allowed: at least the corpus's character set of \d+"),
         (["task.tokenizer.kind=bpe", "task.tokenizer.vocab_size=200"], r"vocab_size=200 .*> 256"),
-        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most \d+ tokens: the validation split"),
+        (["task.context_length=50000"], r"task.context_length=50000 is not allowed: at most \d+ tokens: the (validation|test) split"),
+        (["task.corpus.pieces=4", "task.corpus.val_fraction=0.75"], r"task.corpus.test_fraction=0.1 is not allowed: a fraction that leaves training text: .*3 validation \+ 1 test pieces"),
+        (["task.corpus.pieces=2"], r"task.corpus.pieces=2 is not allowed: an integer >= 3"),
+        (["task.corpus.test_fraction=0"], r"task.corpus.test_fraction=0"),
+        (["task.corpus.split_seed=-1"], r"task.corpus.split_seed=-1"),
         (["task.corpus.source=dataset", "task.corpus.path=/nonexistent/ds"], r"task.corpus.path='/nonexistent/ds'.*save_to_disk"),
         (["task.corpus.source=text"], r"task.corpus.path=None.*local path"),
         (["task.norm=middle"], r"task.norm='middle'.*post, pre"),
@@ -279,9 +384,12 @@ def test_empty_and_short_corpus_files(tmp_path):
     empty = text_file(tmp_path, "  \n", "empty.txt")
     with pytest.raises(ConfigError, match=r"task.corpus.path=.*empty.txt.*non-empty"):
         TransformerLMTask(task_cfg("lm_postln", *TINY, "task.corpus.source=text", f"task.corpus.path={empty}"), 0, CPU)
-    short = text_file(tmp_path, "x" * 100, "short.txt")  # 10 validation characters
+    short = text_file(tmp_path, "x" * 100, "short.txt")  # 20 pieces of 5 characters: 10 validation and 10 test characters
     with pytest.raises(ConfigError, match=r"task.context_length=16 is not allowed: at most 9 tokens"):
         TransformerLMTask(task_cfg("lm_postln", *TINY, "task.corpus.source=text", f"task.corpus.path={short}"), 0, CPU)
+    tiny = text_file(tmp_path, "xy" * 5, "tiny.txt")  # fewer characters than pieces
+    with pytest.raises(ConfigError, match=r"task.corpus.pieces=20 is not allowed: at most the corpus's 10 characters"):
+        TransformerLMTask(task_cfg("lm_postln", *TINY, "task.corpus.source=text", f"task.corpus.path={tiny}"), 0, CPU)
     with pytest.raises(ConfigError, match=r"task.mask_prob=1.5"):
         BertMLMTask(task_cfg("bert_mlm", *TINY, "task.mask_prob=1.5"), 0, CPU)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from itertools import product
 
 import pytest
@@ -38,9 +39,31 @@ def test_tiny_sweep_over_the_language_tasks(bench, tmp_path):
         assert evals[-1]["val_loss"] < evals[0]["val_loss"] + 0.5  # sane, finite values
         train = [row for row in rows if row["kind"] == "train"]
         assert train[-1]["train_loss"] < train[0]["train_loss"]  # seen: falls by 1.0-1.3 nats over seeds 0-2, every task
+        assert set(r["test"]) == {"test_" + k[4:] for k in r["metric_modes"]}  # every metric once on the test split
+        assert r["chance"]["val_loss"] == pytest.approx(math.log(r["task_info"]["vocab_size"]))
     assert "val_bpc" in recs["lm_preln"]["final"] and "val_acc" in recs["bert_mlm"]["final"]
     assert "masked_acc/model" in metrics(recs["bert_mlm"]["output_dir"])[0]
     assert recs["lm_postln"]["metric_modes"] == {"val_loss": "min", "val_ppl": "min", "val_bpc": "min"}
+
+
+@pytest.mark.slow
+def test_lm_run_ends_with_test_metrics_on_the_held_out_pieces(bench, tmp_path):
+    """A real lm_preln run: validation during training, the test split once at the end (result.json ``test``)."""
+    run = tmp_path / "run"
+    proc = bench(
+        "task=lm_preln", "optimizer=adam", "optimizer.lr=3e-3", "batch.size=8", "batch.base_size=8", "train.steps=8",
+        "train.eval_every=4", "train.log_every=4", "hardware.threads=1", *TINY, f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((run / "result.json").read_text())
+    assert r["status"] == "completed" and r["steps"] == 8
+    assert set(r["test"]) == {"test_loss", "test_ppl", "test_bpc"}
+    assert math.isfinite(r["test"]["test_loss"]) and r["test"]["test_loss"] != r["final"]["val_loss"]
+    assert r["test"]["test_ppl"] == pytest.approx(math.exp(r["test"]["test_loss"]))
+    info = r["task_info"]
+    assert info["split_seed"] == 0 and info["pieces"] == 20 and len(info["val_pieces"]) == len(info["test_pieces"]) == 2
+    assert info["train_chars"] + info["val_chars"] + info["test_chars"] > 400_000  # the three splits cover the corpus
+    assert info["test_tokens"] == info["test_chars"] and info["test_blocks"] == 1024 // 16
 
 
 @pytest.mark.slow
@@ -58,7 +81,9 @@ def test_bad_input_is_one_line_and_exit_code_2(bench, tmp_path):
     cases = [
         (["task=lm_postln", "task.heads=5"], "task.heads=5 is not allowed: a divisor of task.width=64"),
         (["task=gpt2_lm", "task.corpus.source=text", f"task.corpus.path={tmp_path / 'missing.txt'}"], "task.corpus.path="),
-        (["task=bert_mlm", "task.context_length=60000"], "task.context_length=60000 is not allowed: at most"),
+        # one held-out piece of ~1160 characters each: a context of 2000 fits the training text (232 windows) but not them
+        (["task=bert_mlm", "task.corpus.pieces=400", "task.corpus.val_fraction=0.0025", "task.corpus.test_fraction=0.0025", "task.context_length=2000"],
+         "task.context_length=2000 is not allowed: at most"),
     ]
     for args, msg in cases:
         run_dir = tmp_path / "run"
