@@ -296,7 +296,7 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
         ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size; dots: single seeds", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(title="warm-up", fontsize=8)
-    fig.suptitle("Warm-up comparison: mean over successful seeds, 95% interval (t below 10 runs, BCa from 10)\n(n = successful seeds; ✕: runs that did not succeed)", fontsize=10)
+    fig.suptitle("Warm-up comparison: mean over successful seeds\n95% interval (t below 10 runs, BCa from 10); n = successful seeds; ✕: runs that did not succeed", fontsize=9)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
