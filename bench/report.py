@@ -352,6 +352,8 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             git_commit=env.get("git_commit"),
             git_dirty=env.get("git_dirty"),
             device_name=env.get("device_name"),
+            cpu_model=env.get("cpu_model"),
+            cpu_capability=env.get("cpu_capability"),
             device=env.get("device"),
             cpu_count=env.get("cpu_count"),
             torch_threads=env.get("torch_threads"),
@@ -935,7 +937,7 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
     runs = sw.runs
     commits = _commits(runs)
     dirty = _dirty(runs)
-    hw = runs.drop_duplicates(["host", "device", "device_name", "cpu_count", "torch_threads"])
+    hw = runs.drop_duplicates(["host", "device", "device_name", "cpu_model", "cpu_capability", "cpu_count", "torch_threads"])
     counts = runs["status"].value_counts().to_dict()
     lines = [f"# Report: {sw.root.name}", "", f"Sweep directory: `{sw.root}`", ""]
     lines += ["## Command", ""] + ["```", *(sw.commands or ["(no multirun.yaml found)"]), "```", ""]
@@ -947,7 +949,8 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
     if dirty:
         lines.append("- the working tree had uncommitted changes (tracked files) when some runs started (`git_dirty` in runs.csv)")
     for _, h in hw.iterrows():
-        lines.append(f"- hardware: {h['device']} ({h['device_name']}), {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
+        cpu = f", CPU {h['cpu_model']} (torch kernels: {h['cpu_capability']})" if isinstance(h.get("cpu_model"), str) else ""
+        lines.append(f"- hardware: {h['device']} ({h['device_name']}){cpu}, {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
     lines.append(f"- wall time: {_wall(runs)}")
     lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: final {sw.metric}")
     if sw.unfinished:  # first thing after the provenance: these runs are missing from every table below
