@@ -164,6 +164,9 @@ def build(node: Mapping[str, Any], group: str, harness_keys: Sequence[str]) -> f
         raise ConfigError(f"{group}._target_={target!r} cannot be loaded: {type(cause).__name__}: {cause}".splitlines()[0]) from None
     if not isinstance(fn, functools.partial) or not callable(fn.func):
         raise ConfigError(f"{group}._target_={target!r} is not a function")
+    # a plain partial of the resolved function: Hydra's own partial re-runs its target-policy checks on
+    # every call (tens of microseconds), and the schedule is called once per optimizer step
+    fn = functools.partial(fn.func, *fn.args, **fn.keywords)
     check_params(fn, group)
     return fn
 
