@@ -247,7 +247,10 @@ def discard_refused_run() -> None:
             logging.getLogger().removeHandler(handler)
             logs.append(Path(name).name)
     hydra_dir = out / hc.output_subdir if hc.output_subdir else None
-    ours = set(logs) | ({hydra_dir.name} if hydra_dir else set())
+    from bench.lock import FILE as LOCK_FILE
+
+    # the job's lock file too: refused after it took the lock (a check on the task's data), released by now
+    ours = set(logs) | ({hydra_dir.name} if hydra_dir else set()) | {LOCK_FILE}
     try:
         if set(os.listdir(out)) - ours:
             return  # something else lives here: leave everything as it is
@@ -255,7 +258,7 @@ def discard_refused_run() -> None:
             if set(os.listdir(hydra_dir)) - {"config.yaml", "hydra.yaml", "overrides.yaml"}:
                 return
             shutil.rmtree(hydra_dir)
-        for name in logs:
+        for name in [*logs, LOCK_FILE]:
             (out / name).unlink(missing_ok=True)
         out.rmdir()
     except OSError:

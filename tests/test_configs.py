@@ -50,7 +50,8 @@ def test_every_optimizer_runs(tmp_path):
     rs = results(sweep)
     assert sorted(r["choices"]["optimizer"] for r in rs) == opts
     # each at its default LR, far from divergence: all seven completed over seeds 0-3 (10 steps)
-    assert all(r["status"] == "completed" for r in rs), [(r["choices"]["optimizer"], r["status"]) for r in rs]
+    # 10 steps need not lower the loss by 5 %: "stalled" is allowed, a divergence or a crash is not
+    assert all(r["status"] in ("completed", "stalled") for r in rs), [(r["choices"]["optimizer"], r["status"]) for r in rs]
     lamb = next(r for r in rs if r["choices"]["optimizer"] == "lamb")
     assert lamb["config"]["optimizer"]["_target_"] == "timm.optim.Lamb"
 

@@ -16,7 +16,7 @@ from conftest import results, run_bench
 
 pytestmark = pytest.mark.slow
 # 2 LRs x 2 seeds; lr=50 makes momentum SGD blow up within a few steps (a diverged cell)
-SWEEP = ["optimizer.lr=0.05,50", "seed=0,1", "train.epochs=null", "train.steps=20", "train.eval_every=10"]
+SWEEP = ["optimizer.lr=0.05,50", "seed=0,1", "train.epochs=null", "train.steps=60", "train.eval_every=30"]
 
 
 def _ended(sweep: Path) -> dict[str, str]:
@@ -38,8 +38,8 @@ def test_report_after_multirun_then_rerun_skips_finished_jobs(tmp_path):
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
     s = pd.read_csv(out / "summary.csv").set_index("lr_base")
-    good = [r["final"]["val_acc"] for r in recs if r["lr_base"] == 0.05]
-    assert s.loc[0.05, "mean"] == pytest.approx(sum(good) / 2)
+    good = [r["final"]["val_acc"] for r in recs if r["lr_base"] == 0.05 and r["success"]]
+    assert good and s.loc[0.05, "mean"] == pytest.approx(sum(good) / len(good))  # the mean over successful runs
     assert s.loc[0.05, "ci_low"] <= s.loc[0.05, "mean"] <= s.loc[0.05, "ci_high"]
     assert (s.loc[50.0, "n_diverged"], s.loc[50.0, "n_runs"]) == (2, 2)
     assert pd.read_csv(out / "best_lr.csv")["lr_base"].tolist() == [0.05]
@@ -76,7 +76,7 @@ def test_report_false_turns_the_callback_off(tmp_path):
     assert not (sweep / "report").exists() and "Best LR" not in p.stdout
 
 
-@pytest.mark.parametrize("preset,jobs", [("demo", 90), ("goyal_warmup", 45), ("lr_batch_scaling", 192)])
+@pytest.mark.parametrize("preset,jobs", [("demo", 180), ("goyal_warmup", 45), ("lr_batch_scaling", 192)])
 def test_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
@@ -197,7 +197,8 @@ def test_a_job_failing_at_run_time_does_not_spoil_the_sweep(tmp_path):
             os.environ["PYTHONPATH"] = old
     assert p.returncode == 1, p.stderr
     statuses = [json.loads((sweep / str(i) / "result.json").read_text())["status"] for i in range(3)]
-    assert statuses == ["completed", "failed", "completed"]  # job #2 ran after #1 failed
+    # job #2 ran after #1 failed (4 steps may end "stalled": a finished run that did not learn)
+    assert statuses[1] == "failed" and all(s in ("completed", "stalled") for s in statuses[::2]), statuses
     assert f"{sweep / '1'}: RuntimeError: boom: hidden=13" in p.stderr
     readme = (sweep / "report" / "README.md").read_text()
     assert f"- `{sweep / '1'}`: RuntimeError: boom: hidden=13 breaks this model at run time" in readme

@@ -21,7 +21,7 @@ def test_a_run_says_what_it_is_doing(tmp_path):
     assert p.returncode == 0, p.stderr
     log = (tmp_path / "app.log").read_text()
     for text in ("job dir", "task digits | optimizer sgd | warmup none", "decay constant", "batch 64 (base 64, scaling none)",
-                 "lr base 0.1, peak 0.1", "1 steps", "device cpu", "threads", "completed (success) after 1/1 steps", "final: val_loss",
+                 "lr base 0.1, peak 0.1", "1 steps", "device cpu", "threads", "stalled (not a success) after 1/1 steps", "final: val_loss",
                  f"record: {tmp_path / 'result.json'}"):
         assert text in log, text
     assert "job dir" in p.stdout  # the terminal shows what app.log holds
