@@ -270,15 +270,16 @@ class PreflightCallback(Callback):
     before a single run writes anything; bad input exits 2 with one line."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            preflight(config)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        _refuse_bad_input(preflight, config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            preflight_run(config)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        _refuse_bad_input(preflight_run, config)
+
+
+def _refuse_bad_input(check, config: DictConfig) -> None:
+    """Run ``check(config)``; a ConfigError ends the process with one ``error:`` line and exit code 2."""
+    try:
+        check(config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -294,7 +294,6 @@ def _budget(cfg: DictConfig, spe: int | None) -> int | None:
 def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]], total: int, spe: int | None) -> tuple[dict, dict]:
     """Per model: its optimizer config (base + overrides) and its Schedule; checks each LR and warm-up length."""
     warmup, decay = warmup_fn(cfg), decay_fn(cfg)
-    none = functools.partial(_no_warmup)
     optimizer_cfgs, schedules = {}, {}
     base = OmegaConf.to_container(cfg.optimizer, resolve=True)
     for name, (overrides, applies_to) in models.items():
@@ -308,18 +307,12 @@ def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]]
         if w:
             check_range(warmup, range(min(w + 1, total)), w, f"warmup={warmup_name(cfg)}")
         schedules[name] = Schedule(
-            warmup=warmup if w else none,
+            warmup=warmup,  # never called with warmup_steps 0 (Schedule.warmup_multiplier)
             warmup_steps=w,
             decay=decay,
             total_steps=total,
-            warmup_name=warmup_name(cfg) if w else "none",
-            decay_name=decay_name(cfg),
         )
     return optimizer_cfgs, schedules
-
-
-def _no_warmup(step: int, warmup_steps: int) -> float:
-    return 1.0
 
 
 def _probe_steps(total: int) -> list[int]:

@@ -199,10 +199,6 @@ def check_range(fn: Callable[[int, int], float], steps: range, length: int, what
             raise ConfigError(f"{what} gives the multiplier {v!r} at step {s}: a warm-up or decay multiplier must lie in [0, 1]")
 
 
-def name_of(fn: functools.partial) -> str:
-    return getattr(fn.func, "__name__", str(fn.func))
-
-
 # ---------------------------------------------------------------- composition
 
 
@@ -218,8 +214,6 @@ class Schedule:
     warmup_steps: int
     decay: DecayFn
     total_steps: int
-    warmup_name: str = "none"
-    decay_name: str = "constant"
 
     def warmup_multiplier(self, s: int) -> float:
         return 1.0 if self.warmup_steps == 0 else self.warmup(s, self.warmup_steps)
