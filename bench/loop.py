@@ -53,15 +53,17 @@ class Outcome:
     preempted: bool = False
 
 
-def build_optimizers(plan: Plan, models: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-    """Instantiate each model's optimizer (a ``_partial_`` config) at its effective peak LR."""
+def build_optimizers(plan: Plan, models: Mapping[str, nn.Module], task=None) -> dict[str, torch.optim.Optimizer]:
+    """Instantiate each model's optimizer (a ``_partial_`` config) at its effective peak LR, on the
+    parameters (or parameter groups) that ``task.optimizer_params`` names for it."""
     opts = {}
     for name, model in models.items():
         oc = dict(plan.optimizer_cfgs[name])
         oc["lr"] = oc["lr"] * plan.lr_scale
         if "betas" in oc:
             oc["betas"] = tuple(oc["betas"])
-        opts[name] = hydra.utils.instantiate(oc)(model.parameters())
+        params = task.optimizer_params(name, model) if task is not None else model.parameters()
+        opts[name] = hydra.utils.instantiate(oc)(params)
     return opts
 
 
@@ -89,7 +91,7 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     wrapped = {n: dist.wrap(m) for n, m in models.items()}
     if plan.compile:
         wrapped = {n: torch.compile(m) for n, m in wrapped.items()}
-    opts = build_optimizers(plan, models)
+    opts = build_optimizers(plan, models, task)
     # each multiplier wrapped in a plain function: LambdaLR's state_dict then holds only numbers (weights_only loads)
     scheds = {n: LambdaLR(opts[n], _as_function(plan.schedules[n])) for n in models}
     multi = len(models) > 1

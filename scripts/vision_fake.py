@@ -11,11 +11,13 @@ path (``tests/conftest.py: load_script``). By hand:
 
     python scripts/vision_fake.py /tmp/fake --n-train 32 --n-test 16       # CIFAR-10 layout
     python scripts/vision_fake.py /tmp/fake --dataset imagefolder           # a 3-class ImageFolder tree
+    python scripts/vision_fake.py /tmp/fake --dataset fashion_mnist         # the four IDX files, gzipped
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import pickle
 import sys
 from pathlib import Path
@@ -87,15 +89,44 @@ def write_imagefolder(root: str | Path, classes: int = 3, train_per_class: int =
     return Path(root)
 
 
+def write_idx(path: str | Path, array: np.ndarray, gz: bool = True) -> Path:
+    """Write a uint8 array as an IDX file (magic 0x0000 0x08 ndim, big-endian uint32 sizes, the bytes);
+    gzipped (``path`` + ".gz") when ``gz``. Returns the path written."""
+    head = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    data = head + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path = Path(str(path) + ".gz") if gz else Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+        f.write(data)
+    return path
+
+
+def write_fashion(root: str | Path, n_train: int = 200, n_test: int = 50, gz: bool = True, seed: int = 0) -> Path:
+    """Write the four Fashion-MNIST IDX files under ``root`` (28x28 uint8 images, labels 0..9, balanced);
+    each class is a bright horizontal band at its own height plus noise, so a model learns it quickly."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for c in range(10):
+            images[labels == c, 2 + 2 * c : 4 + 2 * c, :] += 180
+        write_idx(Path(root) / f"{split}-images-idx3-ubyte", np.clip(images, 0, 255).astype(np.uint8), gz)
+        write_idx(Path(root) / f"{split}-labels-idx1-ubyte", labels, gz)
+    return Path(root)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write a tiny stand-in data set in the real on-disk format.")
     ap.add_argument("root", type=Path)
-    ap.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder"], default="cifar10")
+    ap.add_argument("--dataset", choices=["cifar10", "cifar100", "imagefolder", "fashion_mnist"], default="cifar10")
     ap.add_argument("--n-train", type=int, default=100, help="CIFAR: training images (ImageFolder: per class)")
     ap.add_argument("--n-test", type=int, default=40, help="CIFAR: test images (ImageFolder: validation images per class)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    if args.dataset == "imagefolder":
+    if args.dataset == "fashion_mnist":
+        write_fashion(args.root, args.n_train, args.n_test, seed=args.seed)
+    elif args.dataset == "imagefolder":
         write_imagefolder(args.root, train_per_class=args.n_train, val_per_class=args.n_test, seed=args.seed)
     else:
         write_cifar(args.root, args.dataset, args.n_train, args.n_test, args.seed)

@@ -172,6 +172,12 @@ class Task(ABC):
         """Keys merged into the ``optimizer`` config for model ``name`` (e.g. a TTUR LR or betas)."""
         return {}
 
+    def optimizer_params(self, name: str, model: nn.Module):
+        """What model ``name``'s optimizer is built on: ``model.parameters()`` by default, or a list of
+        parameter-group dicts (e.g. :func:`decay_groups`: no weight decay on norm and bias parameters).
+        Keys a group sets win over the ``optimizer`` config for that group; the LR schedule scales every group."""
+        return model.parameters()
+
     def warmup_applies_to(self, name: str) -> bool:
         """Whether the ``warmup`` group's warm-up applies to model ``name`` (all models by default)."""
         return True
@@ -210,6 +216,17 @@ def _split(batch: Batch, parts: int) -> list[Batch]:
         cols = {k: _split(v, parts) for k, v in batch.items()}
         return [{k: v[i] for k, v in cols.items()} for i in range(parts)]
     raise TypeError(f"cannot split a batch of type {type(batch).__name__}; override Task.split")
+
+
+def decay_groups(module: nn.Module) -> list[dict]:
+    """Two parameter groups: weights of linear and conv layers (decayed at ``optimizer.weight_decay``),
+    then normalisation scales/shifts and biases (every parameter with fewer than 2 dimensions) at
+    weight decay 0, as Goyal et al. 2017 (sec. 5.1) do for BatchNorm's gamma and beta."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -53,6 +53,10 @@ def test_shipped_config_passes(name, data_root):
 
 # (task, overrides, text the one-line message must hold: the key and the value as given)
 BAD = [
+    ("fashion_mnist", ["task.norm=layer"], "task.norm='layer'"),
+    ("fashion_mnist", ["task.channels=[16,0]"], "task.channels=[16, 0]"),
+    ("fashion_mnist", ["task.blocks=0"], "task.blocks=0"),
+    ("fashion_mnist", ["task.decay_norm_bias=maybe"], "task.decay_norm_bias='maybe'"),
     ("digits", ["task.hidden=-1"], "task.hidden=-1"),
     ("digits", ["task.hidden=1.5"], "task.hidden=1.5"),
     ("digits", ["task.channels=[32]"], "task.channels=[32]"),
@@ -147,6 +151,7 @@ def test_every_task_class_has_bad_cases():
         ("cifar10_resnet", "no folder /nonexistent/cifar-10-batches-py/"),
         ("cifar100_resnet", "no folder /nonexistent/cifar-100-python/"),
         ("imagenet_resnet50", "expected /nonexistent/train/<class>/<image>"),
+        ("fashion_mnist", "Fashion-MNIST not found (task.data_root='/nonexistent' lacks them)"),
     ],
 )
 def test_missing_data_is_refused_before_launch(name, needle):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from conftest import ROOT, load_script, run_bench
 
 _fake = load_script("vision_fake")  # scripts/vision_fake.py: tiny stand-in data in the real formats
-write_cifar, write_imagefolder = _fake.write_cifar, _fake.write_imagefolder
+write_cifar, write_imagefolder, write_fashion = _fake.write_cifar, _fake.write_imagefolder, _fake.write_fashion
 
 TASKS = sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml"))
 
@@ -23,7 +23,7 @@ def _compose(*overrides):
 @pytest.mark.parametrize("task, optimizer, lr, batch", [
     ("digits", "sgd", 0.1, 64), ("gan_ring", "adam_gan", 0.002, 64), ("dcgan_digits", "adam_gan", 0.002, 64),
     ("lm_preln", "adamw", 0.001, 32), ("bert_mlm", "adamw", 0.001, 32), ("cifar10_resnet", "sgd", 0.1, 128),
-    ("cifar10_vit", "adamw", 0.001, 128), ("imagenet_resnet50", "sgd", 0.1, 256),
+    ("cifar10_vit", "adamw", 0.001, 128), ("imagenet_resnet50", "sgd", 0.1, 256), ("fashion_mnist", "sgd", 0.1, 128),
 ])
 def test_task_alone_picks_its_optimizer_and_batch(task, optimizer, lr, batch):
     cfg = _compose(f"task={task}")
@@ -49,7 +49,7 @@ def test_presets_keep_their_own_choices():
 
 # Short budgets; vision models shrunk (as in test_vision_cli) but trained at their default batch and LR on fake data.
 SHORT = {"gan_": ["train.steps=200"], "dcgan_": ["train.steps=100"], "lm_": ["train.steps=30"], "gpt2_": ["train.steps=20"], "bert_": ["train.steps=20"],
-         "digits": ["train.steps=60"], "cifar": ["train.steps=3"], "imagenet": ["train.steps=2"]}
+         "digits": ["train.steps=60"], "fashion": ["train.steps=60"], "cifar": ["train.steps=3"], "imagenet": ["train.steps=2"]}
 TINY = {
     "cifar10_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
     "cifar100_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
@@ -64,6 +64,7 @@ def data(tmp_path_factory):
     write_cifar(r, "cifar10", n_train=256 + 16, n_test=16)  # two batches of the default 128 after 16 held out for validation
     write_cifar(r, "cifar100", n_train=256 + 16, n_test=16)
     write_imagefolder(r / "imagenet", classes=2, train_per_class=130, val_per_class=2, size=36)  # one batch of 256 after 4 held out
+    write_fashion(r / "fashion", n_train=256 + 20, n_test=20)  # two batches of the default 128 after 20 held out
     return r
 
 
@@ -75,6 +76,8 @@ def test_every_task_trains_with_its_defaults(task, data, tmp_path, monkeypatch):
     if task.startswith(("cifar", "imagenet")):
         extra.append(f"task.data_root={data / 'imagenet' if task.startswith('imagenet') else data}")
         extra.append(f"task.val_size={4 if task.startswith('imagenet') else 16}")  # the stand-in sets are far smaller than the defaults assume
+    if task == "fashion_mnist":
+        extra += [f"task.data_root={data / 'fashion'}", "task.val_size=20"]
     if task == "dcgan_digits":
         monkeypatch.setenv("BENCH_CACHE", str(tmp_path))  # the classifier trains into this test's own cache root
         extra.append("task.classifier.cache_dir=cache")
