@@ -24,6 +24,7 @@ from tasks.base import Task, count_parameters
 DIGITS_IMAGES = 1797  # scikit-learn's bundled set: a fixed size, so split sizes are known without loading it
 # images per class 0..9 in the bundled set (fixed data): the stratified split sizes follow without loading it
 DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+NORMS = ("none", "batch")  # DigitsCNN's normalisation options (task.norm)
 
 
 def _read_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -99,24 +100,39 @@ def check_split(cfg: DictConfig) -> None:
 
 
 class DigitsCNN(nn.Module):
-    """conv3x3(c1) - ReLU - conv3x3(c2) - ReLU - maxpool2 - linear(hidden) - ReLU - linear(10).
+    """conv3x3(c1) - [BN] - ReLU - conv3x3(c2) - [BN] - ReLU - maxpool2 - linear(hidden) - [BN] - ReLU - linear(10).
 
-    PyTorch's default (Kaiming-uniform) initialisation; no normalisation layers, so the
-    batch size only enters through the gradient noise.
+    Without ``batch_norm`` (``task.norm=none``) there are no normalisation layers, so the batch size
+    only enters through the gradient noise. With it (``task.norm=batch``), BatchNorm before each of
+    the three ReLUs: batch statistics in training, running statistics in eval mode; the layer before
+    a BatchNorm has no bias (BatchNorm's shift does that job). PyTorch's default (Kaiming-uniform)
+    initialisation either way.
     """
 
-    def __init__(self, channels: tuple[int, int], hidden: int, classes: int = 10):
+    def __init__(self, channels: tuple[int, int], hidden: int, classes: int = 10, batch_norm: bool = False):
         super().__init__()
         c1, c2 = channels
-        self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
-        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
-        self.fc1 = nn.Linear(c2 * 4 * 4, hidden)
+        bias = not batch_norm
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1, bias=bias)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1, bias=bias)
+        self.fc1 = nn.Linear(c2 * 4 * 4, hidden, bias=bias)
         self.fc2 = nn.Linear(hidden, classes)
+        # registered after the layers above, and only when asked for: without batch_norm the network has the
+        # modules, the order and so the initial weights for a seed that it had before the option existed
+        self.norms = nn.ModuleList([nn.BatchNorm2d(c1), nn.BatchNorm2d(c2), nn.BatchNorm1d(hidden)]) if batch_norm else None
+
+    def _normed(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        return h if self.norms is None else self.norms[i](h)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations (after fc1, its BatchNorm if any, and ReLU), shape (N, hidden);
+        the feature space of the digits GAN's metrics (tasks/gan.py)."""
+        h = F.relu(self._normed(0, self.conv1(x)))
+        h = F.max_pool2d(F.relu(self._normed(1, self.conv2(h))), 2)
+        return F.relu(self._normed(2, self.fc1(h.flatten(1))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+        return self.fc2(self.features(x))
 
 
 class DigitsTask(Task):
@@ -137,6 +153,7 @@ class DigitsTask(Task):
             raise bad("task.test_fraction", tf, f"a fraction that leaves every class in all three splits with task.val_fraction={cfg.val_fraction}")
         checks.int_pair("task.channels", cfg.channels, "two positive conv widths, e.g. [32, 64]")
         checks.int_at_least("task.hidden", cfg.hidden, 1)
+        checks.choice("task.norm", cfg.norm, NORMS, f"one of {', '.join(NORMS)} (no normalisation, or BatchNorm before each ReLU)")
 
     @classmethod
     def static_train_size(cls, cfg: DictConfig) -> int:
@@ -149,7 +166,7 @@ class DigitsTask(Task):
         self.x_train, self.y_train = xt.to(device), yt.to(device)
         self.x_val, self.y_val = xv.to(device), yv.to(device)
         self.x_test, self.y_test = xs.to(device), ys.to(device)
-        self.model = DigitsCNN(tuple(cfg.channels), cfg.hidden).to(device)
+        self.model = DigitsCNN(tuple(cfg.channels), cfg.hidden, batch_norm=cfg.norm == "batch").to(device)
 
     @property
     def models(self) -> dict[str, nn.Module]:
@@ -180,4 +197,4 @@ class DigitsTask(Task):
 
     def extra_record(self) -> dict:
         return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "test_examples": len(self.x_test),
-                "parameters": count_parameters(self.model)}
+                "parameters": count_parameters(self.model), "norm": self.cfg.norm}

@@ -303,13 +303,6 @@ class DCDiscriminator(nn.Module):
         return self.head(self.body(x).flatten(1)).squeeze(1)
 
 
-def classifier_features(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
-    """The classifier's penultimate activations (after fc1 and ReLU): the Fréchet-distance feature space."""
-    h = F.relu(model.conv1(x))
-    h = F.max_pool2d(F.relu(model.conv2(h)), 2)
-    return F.relu(model.fc1(h.flatten(1)))
-
-
 def classifier_settings(cfg: DictConfig) -> dict:
     """Everything the cached classifier depends on (its cache key)."""
     c = cfg.classifier
@@ -412,8 +405,8 @@ class DigitsGanTask(GanTask):
         x = xt if size == 8 else F.interpolate(xt, size=(size, size), mode="bilinear", align_corners=False)
         self.x_train = (x * 2 - 1).to(device)  # tanh range
         with torch.no_grad():
-            self.ref_features = classifier_features(self.classifier, xt.to(device))
-            self.fd_real_val = frechet_distance(classifier_features(self.classifier, xv.to(device)), self.ref_features)
+            self.ref_features = self.classifier.features(xt.to(device))
+            self.fd_real_val = frechet_distance(self.classifier.features(xv.to(device)), self.ref_features)
         self.generator = DCGenerator(cfg.z_dim, cfg.width, size).to(device)
         self.discriminator = DCDiscriminator(cfg.width, size).to(device)
 
@@ -434,7 +427,7 @@ class DigitsGanTask(GanTask):
         x = self.to_classifier(self.generate(self.cfg.eval_samples, split))
         if split == "val":
             self.save_samples(x[:100])
-        feats = classifier_features(self.classifier, x)
+        feats = self.classifier.features(x)
         labels = self.classifier.fc2(feats).argmax(1)
         counts = torch.bincount(labels, minlength=10)
         return {

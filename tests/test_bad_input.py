@@ -35,6 +35,7 @@ CASES = [
     (["seed=9223372036854775808"], "seed=9223372036854775808 is not allowed"),
     (["decay=step", "decay.milestones=0.5"], "decay.milestones=0.5"),
     (["task.hidden=-1"], "task.hidden=-1 is not allowed: an integer >= 1"),
+    (["task.norm=batchnorm"], "task.norm='batchnorm' is not allowed: one of none, batch"),
     (["hardware.deterministic=maybe"], "hardware.deterministic='maybe' is not allowed: true or false"),
     (["hardware.compile=1"], "hardware.compile=1 is not allowed: true or false"),
     (["batch=linear", "batch.size=1024", "batch.base_size=1", "optimizer.lr=1e308"], "optimizer.lr=1e+308 is not allowed: a base LR whose scaled peak"),

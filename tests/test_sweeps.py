@@ -76,7 +76,7 @@ def test_report_false_turns_the_callback_off(tmp_path):
     assert not (sweep / "report").exists() and "Best LR" not in p.stdout
 
 
-@pytest.mark.parametrize("preset,jobs", [("demo", 180), ("goyal_warmup", 45), ("lr_batch_scaling", 320)])
+@pytest.mark.parametrize("preset,jobs", [("demo", 180), ("goyal_warmup", 60), ("lr_batch_scaling", 320)])
 def test_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)

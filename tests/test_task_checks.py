@@ -64,6 +64,8 @@ BAD = [
     ("digits", ["task.val_fraction=1.5"], "task.val_fraction=1.5"),
     ("digits", ["task.val_fraction=0.0001"], "task.val_fraction=0.0001 is not allowed: a fraction that leaves images in both splits"),
     ("digits", ["task.split_seed=abc"], "task.split_seed='abc'"),
+    ("digits", ["task.norm=layer"], "task.norm='layer' is not allowed: one of none, batch"),
+    ("digits", ["task.norm=null"], "task.norm=None"),
     ("gan_ring", ["task.hidden=-1"], "task.hidden=-1"),
     ("gan_ring", ["task.layers=0"], "task.layers=0"),
     ("gan_ring", ["task.z_dim=2.5"], "task.z_dim=2.5"),
