@@ -663,36 +663,48 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
     ``diff`` with its interval (:func:`bench.stats.mean_interval`), ``p`` (exact sign-flip,
     :func:`bench.stats.paired_permutation_pvalue`) and ``p_holm`` (Holm over every row of the table).
     """
-    group = [k for k in sw.keys if k not in ("lr_base", "warmup")]
-    cols = [*group, "warmup", "baseline", "metric", "mode", "stable_lr", "stable_lr_none", "stable_ratio", "stable_at_top", "stable_at_top_none",
+    # warm-up length keys (warmup.steps, ...) belong to the arm: a linear warm-up of 10, 50 or 200 steps is three
+    # arms, each paired with the no-warm-up cell of its group (whose length, unused, may be null)
+    lengths = [k for k in sw.keys if k.startswith("warmup.")]
+    group = [k for k in sw.keys if k not in ("lr_base", "warmup") and k not in lengths]
+    cols = [*group, "warmup", *lengths, "baseline", "metric", "mode", "stable_lr", "stable_lr_none", "stable_ratio", "stable_at_top", "stable_at_top_none",
             "lr_base", "lr_base_none", "n_pairs", "n_dropped", "diff", "diff_lo", "diff_hi", "interval", "p", "p_holm"]
     col = _reported(sw)
     name = "/".join(sorted(sw.runs["test_name" if sw.has_test else "metric_name"].unique()))
     out = []
-    for key, g in summary.groupby(group, sort=True, dropna=False):
+    for key, g in summary.groupby(group, sort=True, dropna=False) if group else [((), summary)]:
         key = key if isinstance(key, tuple) else (key,)
         if BASELINE not in set(g["warmup"]):
             continue
 
-        def stable(wu):
-            c = g[g["warmup"] == wu]
+        def rows_of(frame, arm):
+            for k, v in arm.items():
+                frame = frame[frame[k].astype(str) == str(v)]
+            return frame
+
+        def stable(arm):
+            c = rows_of(g, arm)
             ok = c[c["n_finished"].gt(0) & c["success_rate"].ge(STABLE)]
             return (float(ok["lr_base"].max()), bool(ok["lr_base"].max() == c["lr_base"].max())) if len(ok) else (math.nan, False)
 
-        def chosen(wu):
-            b = best
-            for k, v in zip(group, key):
-                b = b[b[k] == v]
-            b = b[b["warmup"] == wu]
+        def chosen(arm):
+            b = rows_of(best, dict(zip(group, key)) | arm)
             return b.iloc[0] if len(b) and b["eligible"].iloc[0] else None
 
-        s0, top0 = stable(BASELINE)
-        b0 = chosen(BASELINE)
-        for wu in sorted(set(g["warmup"]) - {BASELINE}):
-            s1, top1 = stable(wu)
-            b1 = chosen(wu)
-            row = dict(zip(group, key))
-            row.update(warmup=wu, baseline=BASELINE, metric=name, mode=g["mode"].iloc[0], stable_lr=s1, stable_lr_none=s0,
+        arms = g[["warmup", *lengths]].drop_duplicates().astype(str).to_dict("records")
+        bases = [a for a in arms if a["warmup"] == BASELINE]
+        for arm in sorted((a for a in arms if a["warmup"] != BASELINE), key=lambda a: tuple(a.values())):
+            # the no-warm-up cell with the same length values when there is one (a crossed sweep), else the only one
+            same = [b for b in bases if all(b[k] == arm[k] for k in lengths)]
+            if not same and len(bases) != 1:
+                continue
+            base = same[0] if same else bases[0]
+            s0, top0 = stable(base)
+            b0 = chosen(base)
+            s1, top1 = stable(arm)
+            b1 = chosen(arm)
+            row = dict(zip(group, key)) | arm
+            row.update(baseline=BASELINE, metric=name, mode=g["mode"].iloc[0], stable_lr=s1, stable_lr_none=s0,
                        stable_ratio=s1 / s0 if s0 > 0 else math.nan, stable_at_top=top1, stable_at_top_none=top0,
                        lr_base=b1["lr_base"] if b1 is not None else math.nan, lr_base_none=b0["lr_base"] if b0 is not None else math.nan,
                        n_pairs=0, n_dropped=0, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan, interval="none", p=math.nan)
@@ -797,13 +809,14 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
         for _, r in alpha.iterrows()
         if r["n_batch_sizes"] >= 2
     ]
-    egroup = [k for k in sw.keys if k not in ("lr_base", "warmup")]
+    elengths = [k for k in sw.keys if k.startswith("warmup.")]
+    egroup = [k for k in sw.keys if k not in ("lr_base", "warmup") and k not in elengths]
 
     def stable(v, top):
         return "–" if not math.isfinite(v) else f"≥{_fmt(v)}" if top else _fmt(v)
 
     effects = [
-        [*(_fmt(r[k]) for k in egroup), str(r["warmup"]), f"{stable(r['stable_lr'], r['stable_at_top'])} / {stable(r['stable_lr_none'], r['stable_at_top_none'])}",
+        [*(_fmt(r[k]) for k in egroup), " ".join([str(r["warmup"]), *(f"{k.split('.', 1)[1]}={r[k]}" for k in elengths)]), f"{stable(r['stable_lr'], r['stable_at_top'])} / {stable(r['stable_lr_none'], r['stable_at_top_none'])}",
          _fmt(r["stable_ratio"], 3), f"{_fmt(r['lr_base'])} / {_fmt(r['lr_base_none'])}", str(r["n_pairs"]),
          _interval_text(r["diff"], r["diff_lo"], r["diff_hi"]), _fmt(r["p"], 3), _fmt(r["p_holm"], 3)]
         for _, r in effect.iterrows()

@@ -5,13 +5,14 @@
 #   large     k = 2..32 x warm-up none/constant/linear x 5 seeds, ghost BN, LR k x eta0: 75 jobs
 #   nonorm    k = 8 and 32 x the three warm-ups x 5 seeds without normalisation, LR k x eta0(none): 30 jobs
 # then scripts/goyal_table.py (Goyal's Table 1 shape) and python -m bench.report over the whole folder.
-# Usage: bash scripts/study_goyal_fashion.sh [SWEEP_DIR [extra Hydra overrides...]]
-# Run it again with the same SWEEP_DIR to resume: finished jobs are skipped (same config = same record).
+# Usage: bash scripts/study_goyal_fashion.sh [Hydra overrides for every part] (not batch.size, warmup, optimizer.lr,
+# task.norm or seed: the parts set those). SWEEP=DIR picks the folder; run it again with the same SWEEP to resume:
+# finished jobs are skipped (same config = same record). PYTHON=... picks the interpreter (default .venv/bin/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PY:-.venv/bin/python}
-DIR=${1:-multirun/goyal_fashion/$(date -u +%Y-%m-%d_%H-%M-%S)}
-shift $(( $# > 0 ? 1 : 0 ))
+PY=${PYTHON:-.venv/bin/python}
+DIR=${SWEEP:-multirun/goyal_fashion/$(date -u +%Y-%m-%d_%H-%M-%S)}
+echo "[goyal_fashion] sweep directory: $DIR"
 export WANDB_MODE=${WANDB_MODE:-offline}
 part() { local name=$1; shift; echo "[goyal_fashion] part $name: $*"; "$PY" -m bench -m experiment=goyal_fashion "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
 start=$(date +%s)

@@ -154,6 +154,28 @@ def test_warmup_effect_paired_differences_exact_p_and_holm(tmp_path):
     assert b.loc["none", "test_mean"] == pytest.approx(np.mean(NONE_TEST)) and b.loc["none", "selected_on"] == "val_acc"
 
 
+def test_warmup_lengths_are_arms_paired_with_the_one_no_warmup_cell(tmp_path):
+    """A sweep of linear warm-ups of 10 and 50 steps plus one no-warm-up part (warmup.steps null there):
+    each length is its own arm, and both pair with the single no-warm-up cell of their group."""
+    recs = []
+    for s in range(5):
+        for steps, d in ((10, 0.01), (50, 0.03)):
+            r = rec(len(recs), warmup="linear", seed=s, acc=0.85 + d + 0.001 * s, test=0.8 + d + 0.001 * s, chance=0.1)
+            r["overrides"].append(f"warmup.steps={steps}")
+            r["config"]["warmup"]["steps"] = steps
+            recs.append(r)
+        r = rec(len(recs), warmup="none", seed=s, acc=0.85 + 0.001 * s, test=0.8 + 0.001 * s, chance=0.1)
+        r["config"]["warmup"]["steps"] = None
+        recs.append(r)
+    rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    e = pd.read_csv(tmp_path / "out" / "warmup_effect.csv")
+    assert sorted(e["warmup.steps"].astype(str)) == ["10", "50"] and (e["warmup"] == "linear").all()
+    e = e.set_index(e["warmup.steps"].astype(str))
+    assert e.loc["10", "diff"] == pytest.approx(0.01) and e.loc["50", "diff"] == pytest.approx(0.03)
+    assert (e["n_pairs"] == 5).all() and e.loc["50", "p"] == pytest.approx(2 / 32)
+    assert "| linear steps=10 |" in (tmp_path / "out" / "README.md").read_text()
+
+
 def test_without_test_metrics_the_effect_uses_validation_and_says_so(tmp_path):
     root = effect_sweep(tmp_path / "sweep")
     for p in root.rglob("result.json"):
