@@ -13,6 +13,18 @@ OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b), replace
 OmegaConf.register_new_resolver("ratio", lambda a, b: float(a) / float(b), replace=True)
 
 
+def _lookup(table, key):
+    """``${lookup:${table},${key}}``: the entry of a mapping for a key given as a number or text (e.g. a per-batch-size
+    LR centre, conf/experiment/lr_batch_fashion.yaml); a missing key names the keys there are."""
+    for k in (key, str(key)):
+        if k in table:
+            return table[k]
+    raise KeyError(f"no entry {key!r} in {dict(table)}; keys: {', '.join(map(str, table))}")
+
+
+OmegaConf.register_new_resolver("lookup", _lookup, replace=True)
+
+
 def run(overrides=(), output_dir=None, config_dir=None) -> dict:
     """Run one job from Python and return its result.json content (see :func:`bench.api.run`)."""
     from bench.api import run as _run

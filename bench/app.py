@@ -184,6 +184,8 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "lr_scale": plan.lr_scale,
         "lr_peak": plan.lr_peak,
         "lr_peak_by_model": plan.peak_lrs(),
+        # the optimizer settings each model trains with (batch.scaling=sde changes betas and eps)
+        "optimizer_by_model": {n: {k: v for k, v in c.items() if k not in ("_target_", "_partial_", "lr")} for n, c in plan.optimizer_cfgs.items()},
         "warmup": warmup_name(cfg),
         "warmup_steps": {n: s.warmup_steps for n, s in plan.schedules.items()},
         "decay": decay_name(cfg),

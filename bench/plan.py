@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError, bad
 from bench.rules import Rule, boolean, fraction, int_at_least, is_int, is_number, number_above, one_of
-from bench.scaling import RULES, lr_scale
+from bench.scaling import RULES, lr_scale, sde_optimizer
 from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, check_range, length_from_beta2, no_warmup
 
 #: The typed schema of the core keys: key -> rule. Plug-in and task keys are checked by their owners.
@@ -298,6 +298,8 @@ def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]]
     base = OmegaConf.to_container(cfg.optimizer, resolve=True)
     for name, (overrides, applies_to) in models.items():
         oc = {**base, **overrides}
+        if cfg.batch.scaling == "sde":
+            oc = sde_optimizer(oc, cfg.batch.size, cfg.batch.base_size)
         if not is_number(oc["lr"]) or oc["lr"] <= 0:
             raise bad(f"task lr for {name}", oc["lr"], "a number > 0")
         optimizer_cfgs[name] = oc

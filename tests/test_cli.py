@@ -108,6 +108,16 @@ def test_lr_scaling_recorded(tmp_path):
     assert metrics(tmp_path)[0]["lr"] == pytest.approx(0.1)
 
 
+def test_sde_scaling_trains_with_scaled_betas_and_records_them(tmp_path):
+    p = run_bench(*SHORT, "optimizer=adam", "batch=sde", "batch.size=256", "batch.base_size=64", "optimizer.lr=0.001", f"hydra.run.dir={tmp_path}")
+    assert p.returncode == 0, p.stderr
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["scaling"] == "sde" and r["lr_peak"] == pytest.approx(0.002)
+    assert r["optimizer_by_model"]["model"]["betas"] == pytest.approx([0.6, 0.996]) and r["optimizer_by_model"]["model"]["eps"] == pytest.approx(5e-9)
+    refused = run_bench(*SHORT, "batch=sde", "batch.size=256", f"hydra.run.dir={tmp_path / 'sgd'}")  # SGD has no betas
+    assert refused.returncode == 2 and "batch.scaling='sde' is not allowed: an optimizer with betas and eps" in refused.stderr
+
+
 def test_wandb_offline_run(tmp_path):
     p = run_bench(*SHORT, "logger=wandb", "warmup=constant", f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr

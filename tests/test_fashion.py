@@ -196,3 +196,27 @@ def test_default_run_learns_the_real_data(tmp_path):
     r = json.loads((tmp_path / "result.json").read_text())
     assert r["status"] == "completed" and r["test"]["test_acc"] > 0.85, r["test"]
     assert r["task_info"]["official_data"] is True and r["task_info"]["train_examples"] == 55000
+
+
+@pytest.mark.parametrize("preset,jobs", [("goyal_fashion", 75), ("lr_batch_fashion", 72)])
+def test_fashion_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
+    from hydra import compose, initialize_config_dir
+
+    from bench.app import CONF_DIR
+    from bench.callbacks import planned_jobs
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+        assert cfg.task.name == "fashion_mnist" and "joblib" in cfg.hydra.launcher._target_
+        mr = tmp_path / "multirun.yaml"
+        OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": OmegaConf.to_container(cfg.hydra.sweeper.params)}, "overrides": {"task": []}}}), mr)
+        assert planned_jobs(mr) == jobs
+        if preset == "goyal_fashion":  # Goyal's constant and gradual warm-ups start at eta0 = 1/k of the peak
+            k32 = compose("config", overrides=[f"experiment={preset}", "batch.size=1024"])
+            assert k32.warmup.start_factor == pytest.approx(1 / 32) and k32.batch.base_size == 32
+        else:  # lr = lr_ref[optimizer] x lr_centre[batch] x lr_mult
+            c = compose("config", overrides=[f"experiment={preset}", "optimizer=adam", "batch.size=64", "lr_mult=0.5", "lr_centre={16:1,32:1,64:4,128:1,256:1,512:1,1024:1,2048:1}"], return_hydra_config=True)
+            from hydra.core.hydra_config import HydraConfig
+
+            HydraConfig.instance().set_config(c)  # ${hydra:runtime.choices.optimizer} needs the Hydra config
+            assert c.optimizer.lr == pytest.approx(0.002 * 4 * 0.5)

@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from bench.app import CONF_DIR
 from bench.errors import ConfigError
-from bench.scaling import lr_scale, peak_lr
+from bench.scaling import lr_scale, peak_lr, sde_optimizer
 from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, length_from_beta2
 
 T = 100  # budget
@@ -170,11 +170,26 @@ def test_lambdalr_applies_step_s_multiplier_to_update_s():
 
 @pytest.mark.parametrize(
     "rule,size,base,expect",
-    [("none", 1024, 64, 1.0), ("linear", 1024, 64, 16.0), ("sqrt", 1024, 64, 4.0), ("linear", 32, 128, 0.25), ("sqrt", 32, 128, 0.5)],
+    [("none", 1024, 64, 1.0), ("linear", 1024, 64, 16.0), ("sqrt", 1024, 64, 4.0), ("linear", 32, 128, 0.25), ("sqrt", 32, 128, 0.5),
+     ("sde", 1024, 64, 4.0), ("sde", 32, 128, 0.5)],
 )
 def test_scaling_rules(rule, size, base, expect):
     assert lr_scale(rule, size, base) == pytest.approx(expect)
     assert peak_lr(0.1, rule, size, base) == pytest.approx(0.1 * expect)
+
+
+def test_sde_rule_scales_adam_betas_and_eps():
+    """Malladi et al. 2022: batch x k -> LR x sqrt(k), 1 - beta x k, eps / sqrt(k)."""
+    adam = {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
+    up = sde_optimizer(adam, 1024, 256)
+    assert up["betas"] == pytest.approx([0.6, 0.996]) and up["eps"] == pytest.approx(5e-9) and up["lr"] == 1e-3
+    down = sde_optimizer(adam, 16, 256)
+    assert down["betas"] == pytest.approx([1 - 0.1 / 16, 1 - 0.001 / 16]) and down["eps"] == pytest.approx(4e-8)
+    assert sde_optimizer(adam, 256, 256)["betas"] == pytest.approx([0.9, 0.999])
+    with pytest.raises(ConfigError, match=r"batch.scaling='sde' is not allowed: a batch.size/batch.base_size ratio k .* \(k = 16 gives -0.6"):
+        sde_optimizer(adam, 4096, 256)
+    with pytest.raises(ConfigError, match="an optimizer with betas and eps"):
+        sde_optimizer({"lr": 0.1, "momentum": 0.9}, 1024, 256)
 
 
 def test_goyal_linear_rule():

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The lr_batch_fashion study (conf/experiment/lr_batch_fashion.yaml has the design), in resumable parts:
+#   coarse/epochs      sgd, adam x 8 batches x 9 LRs (factor 2) x seed 0, 4 epochs                      144 jobs
+#   coarse/steps       the same at 400 steps                                                           144 jobs
+#   coarse/sde         adam with batch=sde (Malladi et al.'s betas and eps), 4 epochs                   72 jobs
+#   refined/<part>     per optimizer x regime: 5 LRs sqrt(2) apart around each batch's coarse best x 3 seeds 120 jobs each (600)
+# then one report per pass: python -m bench.report SWEEP/coarse and SWEEP/refined.
+# Usage: bash scripts/study_lr_batch_fashion.sh [coarse|refined|all] [Hydra overrides for every part]
+# SWEEP=DIR picks the folder (rerun with the same SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+DIR=${SWEEP:-multirun/lr_batch_fashion/$(date -u +%Y-%m-%d_%H-%M-%S)}
+WHAT=${1:-all}
+shift $(( $# > 0 ? 1 : 0 ))
+export WANDB_MODE=${WANDB_MODE:-offline}
+echo "[lr_batch_fashion] sweep directory: $DIR"
+part() { local name=$1; shift; echo "[lr_batch_fashion] part $name: $*"; "$PY" -m bench -m experiment=lr_batch_fashion "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
+STEPS=(train.epochs=null train.steps=400)
+start=$(date +%s)
+if [ "$WHAT" = coarse ] || [ "$WHAT" = all ]; then
+  part coarse/epochs optimizer=sgd,adam "$@"
+  part coarse/steps optimizer=sgd,adam "${STEPS[@]}" "$@"
+  part coarse/sde optimizer=adam batch=sde "$@"
+  "$PY" -m bench.report "$DIR/coarse"
+fi
+if [ "$WHAT" = refined ] || [ "$WHAT" = all ]; then
+  REFINED=(lr_mult=0.5,0.7071,1,1.4142,2 seed=0,1,2)
+  part refined/sgd_epochs optimizer=sgd "${REFINED[@]}" "$("$PY" scripts/lr_centres.py "$DIR/coarse/epochs" --optimizer sgd)" "$@"
+  part refined/adam_epochs optimizer=adam "${REFINED[@]}" "$("$PY" scripts/lr_centres.py "$DIR/coarse/epochs" --optimizer adam)" "$@"
+  part refined/sgd_steps optimizer=sgd "${REFINED[@]}" "${STEPS[@]}" "$("$PY" scripts/lr_centres.py "$DIR/coarse/steps" --optimizer sgd)" "$@"
+  part refined/adam_steps optimizer=adam "${REFINED[@]}" "${STEPS[@]}" "$("$PY" scripts/lr_centres.py "$DIR/coarse/steps" --optimizer adam)" "$@"
+  part refined/sde optimizer=adam batch=sde "${REFINED[@]}" "$("$PY" scripts/lr_centres.py "$DIR/coarse/sde" --optimizer adam)" "$@"
+  "$PY" -m bench.report "$DIR/refined"
+fi
+echo "[lr_batch_fashion] finished in $(( $(date +%s) - start )) s"
