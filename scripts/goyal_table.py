@@ -115,7 +115,7 @@ def table(root: Path) -> pd.DataFrame:
         base = dn[(dn["k"] == 1) & (dn["warmup"] == "none")]
         base_ok = base[base["success"]]["test_err"].tolist()
         for k, dk in sorted(dn.groupby("k"), key=lambda t: t[0]):
-            none = dk[dk["warmup"] == "none"].set_index("seed")
+            none = dk[dk["warmup"] == "none"]
             for wu, label in WARMUPS:
                 g = dk[dk["warmup"] == wu]
                 if g.empty or (k == 1 and wu != "none"):
@@ -132,7 +132,7 @@ def table(root: Path) -> pd.DataFrame:
                        "diff_vs_none": math.nan, "p_vs_none": math.nan, "diff_vs_base": math.nan,
                        "diff_vs_base_lo": math.nan, "diff_vs_base_hi": math.nan, "p_vs_base": math.nan}
                 if wu != "none" and not none.empty:
-                    paired = g.set_index("seed").join(none[["test_err", "success"]], rsuffix="_none", how="inner")
+                    paired = g.merge(none[["seed", "test_err", "success"]], on="seed", suffixes=("", "_none"))
                     paired = paired[paired["success"] & paired["success_none"]]
                     if len(paired):
                         d = (paired["test_err"] - paired["test_err_none"]).tolist()
