@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from bench.hessian import hvp
 from bench.rules import int_at_least
 
 
@@ -142,6 +143,271 @@ def frozen_buffers(model: nn.Module):
         with torch.no_grad():
             for n, b in model.named_buffers():
                 b.copy_(saved[n])
+
+
+@contextlib.contextmanager
+def frozen_all(models: Mapping[str, nn.Module]):
+    """:func:`frozen_buffers` for every model (a GAN's generator loss runs through the discriminator)."""
+    with contextlib.ExitStack() as stack:
+        for m in models.values():
+            stack.enter_context(frozen_buffers(m))
+        yield
+
+
+def _params(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _loss_fn(ctx: ProbeContext, name: str, batch, seed: int):
+    """The task's loss of model ``name`` on ``batch`` as a closure; each call reseeds torch's RNG, so dropout
+    masks or sampled noise are the same in every Hessian-vector product (the operator stays fixed)."""
+    model = ctx.models[name]
+
+    def f() -> torch.Tensor:
+        torch.manual_seed(seed)
+        res = ctx.task.loss(name, model, batch)
+        return (res[0] if isinstance(res, tuple) else res).float()
+
+    return f
+
+
+def _check_common(key: str, every: int, batch: int, iters: int | None = None, tol: float | None = None) -> None:
+    from bench.rules import int_at_least as at_least
+    from bench.errors import bad
+
+    at_least(1).check(f"diagnostics.{key}.batch", batch)
+    if iters is not None:
+        at_least(2).check(f"diagnostics.{key}.iters", iters)
+    if tol is not None and not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and 0 < tol < 1):
+        raise bad(f"diagnostics.{key}.tol", tol, "a relative tolerance in (0, 1), e.g. 1e-3")
+
+
+def sgd_limit(group: Mapping[str, Any], lr: float) -> float | None:
+    """The edge-of-stability sharpness of an SGD step: 2/lr, or (2 + 2 beta)/lr with heavy-ball momentum beta
+    (Cohen et al. 2021). None for preconditioned optimizers (betas or alpha in the group) and Nesterov momentum."""
+    if "betas" in group or "alpha" in group or group.get("nesterov") or lr <= 0:
+        return None
+    beta = float(group.get("momentum", 0.0) or 0.0)
+    return (2 + 2 * beta) / lr
+
+
+class Sharpness(Probe):
+    """The top eigenvalue of the training-loss Hessian of each model, ``sharpness``, beside ``sharpness_limit``.
+
+    On a fixed measurement batch of ``batch`` training examples (drawn once, with its own seed; see
+    ``ProbeContext.measure_batch``), in train mode with buffers frozen (BatchNorm uses the batch's statistics,
+    as in training, and keeps its running statistics), by Lanczos on Hessian-vector products
+    (:mod:`bench.hessian`) for at most ``iters`` products or until the top Ritz value moves less than ``tol``
+    (relative); each measurement starts from the previous eigenvector, so later ones converge in a few
+    products. ``sharpness_limit`` is 2/lr for SGD, (2 + 2 beta)/lr with heavy-ball momentum beta (Cohen et al.
+    2021), at the LR the step used; not logged for Adam-like optimizers (see ``precond_sharpness``).
+    Cost per call: up to ``iters`` Hessian-vector products, each about three forward/backward passes over
+    ``batch`` examples.
+    """
+
+    def __init__(self, every: int = 500, batch: int = 128, iters: int = 20, tol: float = 1e-3, seed: int = 0):
+        super().__init__(every)
+        _check_common(self.key(), every, batch, iters, tol)
+        self.batch, self.iters, self.tol, self.seed = batch, iters, tol, seed
+        self._vecs: dict[str, list[torch.Tensor]] = {}
+
+    @classmethod
+    def key(cls) -> str:
+        return "sharpness"
+
+    def operator(self, ctx: ProbeContext, name: str, params):
+        """The matrix-vector product whose top eigenvalue is logged (here: H)."""
+        f = _loss_fn(ctx, name, ctx.measure_batch(self.batch), self.seed)
+        return lambda v: hvp(f, params, v)
+
+    def limit(self, ctx: ProbeContext, name: str) -> float | None:
+        return sgd_limit(ctx.optimizers[name].param_groups[0], ctx.lrs[name])
+
+    def measure(self, ctx):
+        from bench.hessian import top_eigenvalue
+
+        multi = len(ctx.models) > 1
+        out = {}
+        for name, model in ctx.models.items():
+            params = _params(model)
+            op = self.operator(ctx, name, params)
+            if op is None:
+                continue
+            gen = torch.Generator().manual_seed(self.seed)
+            with frozen_all(ctx.models):
+                top, vec, _ = top_eigenvalue(op, params, self.iters, self.tol, gen, self._vecs.get(name))
+            self._vecs[name] = vec
+            out[f"{self.key()}{_suffix(name, multi)}"] = top
+            lim = self.limit(ctx, name)
+            if lim is not None:
+                out[f"{self.key()}_limit{_suffix(name, multi)}"] = lim
+        return out
+
+
+def adam_preconditioner(optimizer: torch.optim.Optimizer, params) -> list[torch.Tensor] | None:
+    """Adam's current preconditioner diag(sqrt(v_hat) + eps) per parameter (Cohen et al. 2022), or None when the
+    optimizer keeps no ``exp_avg_sq`` (not Adam-like) or a parameter has no state yet.
+
+    v_hat = exp_avg_sq / (1 - beta2^step), unless the group says its second moment is not bias-corrected
+    (``bias_correction`` false, or ``second_moment_init`` "grad_sq": GI-Adam, :mod:`bench.optim`)."""
+    by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    out = []
+    for p in params:
+        st = optimizer.state.get(p, {})
+        g = by_param.get(id(p))
+        if g is None or "exp_avg_sq" not in st or "betas" not in g:
+            return None
+        v = st["exp_avg_sq"].float()
+        step = float(st["step"])
+        corrected = g.get("bias_correction", True) and g.get("second_moment_init", "zero") == "zero"
+        if corrected and step > 0:
+            v = v / (1 - g["betas"][1] ** step)
+        out.append(v.sqrt() + g["eps"])
+    return out
+
+
+class PrecondSharpness(Sharpness):
+    """For Adam-like optimizers: the top eigenvalue of P^-1 H, P = diag(sqrt(v_hat) + eps) the optimizer's current
+    preconditioner (Cohen et al. 2022), as ``precond_sharpness`` beside ``precond_sharpness_limit`` =
+    (2 + 2 beta1) / ((1 - beta1) lr). Computed as the top eigenvalue of the symmetric P^-1/2 H P^-1/2 (same
+    spectrum) with the settings and cost of :class:`Sharpness`; models whose optimizer keeps no second moment
+    are skipped."""
+
+    @classmethod
+    def key(cls) -> str:
+        return "precond_sharpness"
+
+    def operator(self, ctx, name, params):
+        pre = adam_preconditioner(ctx.optimizers[name], params)
+        if pre is None:
+            return None
+        scale = [d.rsqrt().to(p.dtype) for d, p in zip(pre, params)]
+        f = _loss_fn(ctx, name, ctx.measure_batch(self.batch), self.seed)
+
+        def op(v):
+            hv = hvp(f, params, [s * x for s, x in zip(scale, v)])
+            return [s * x for s, x in zip(scale, hv)]
+
+        return op
+
+    def limit(self, ctx, name):
+        g = ctx.optimizers[name].param_groups[0]
+        lr = ctx.lrs[name]
+        if "betas" not in g or lr <= 0:
+            return None
+        b1 = float(g["betas"][0])
+        return (2 + 2 * b1) / ((1 - b1) * lr)
+
+
+class NoiseScale(Probe):
+    """The simple gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018) of each model.
+
+    At each call a fresh batch of ``batch`` training examples (drawn with the probe's own generator, seeded by
+    the step) is cut into ``parts`` micro-batches of b = batch/parts; their gradients g_i and their mean G_B
+    (the full batch's gradient) give the unbiased estimates of McCandlish et al.'s appendix A:
+    |G|^2 ~ (B |G_B|^2 - b mean|g_i|^2) / (B - b) and tr(Sigma) ~ (mean|g_i|^2 - |G_B|^2) / (1/b - 1/B).
+    Both are smoothed separately by an exponential moving average (``ema``, bias-corrected as Adam's moments
+    are) and their ratio is logged as ``noise_scale``, with the two parts as ``noise_trace`` and ``noise_grad_sq``.
+    Cost per call: ``parts`` forward/backward passes over ``batch`` examples in all.
+    """
+
+    def __init__(self, every: int = 100, batch: int = 512, parts: int = 8, ema: float = 0.9, seed: int = 0):
+        super().__init__(every)
+        from bench.errors import bad
+
+        _check_common(self.key(), every, batch)
+        int_at_least(2).check(f"diagnostics.{self.key()}.parts", parts)
+        if batch % parts:
+            raise bad(f"diagnostics.{self.key()}.parts", parts, f"a divisor of diagnostics.{self.key()}.batch={batch}")
+        if not (isinstance(ema, (int, float)) and not isinstance(ema, bool) and 0 <= ema < 1):
+            raise bad(f"diagnostics.{self.key()}.ema", ema, "a smoothing factor in [0, 1) (0: no smoothing)")
+        self.batch, self.parts, self.ema, self.seed = batch, parts, ema, seed
+        self._avg: dict[str, list[float]] = {}  # name -> [trace EMA, grad_sq EMA, number of updates]
+
+    @classmethod
+    def key(cls) -> str:
+        return "noise_scale"
+
+    def estimates(self, ctx: ProbeContext, name: str) -> tuple[float, float]:
+        """(tr(Sigma), |G|^2) estimated from one fresh batch."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + ctx.step)
+        batch = next(iter(ctx.task.train_batches(self.batch, 0, 0, gen)))
+        params = _params(ctx.models[name])
+        total, small_sq = None, 0.0
+        with frozen_all(ctx.models):
+            for k, part in enumerate(ctx.task.split(batch, self.parts)):
+                f = _loss_fn(ctx, name, part, self.seed + k)
+                with torch.enable_grad():
+                    g = torch.autograd.grad(f(), params, allow_unused=True)
+                g = [torch.zeros_like(p) if x is None else x.detach().float() for p, x in zip(params, g)]
+                small_sq += float(sum((x * x).sum() for x in g))
+                total = g if total is None else [a + b for a, b in zip(total, g)]
+        small_sq /= self.parts
+        big_sq = float(sum((x * x).sum() for x in total)) / self.parts**2
+        B, b = self.batch, self.batch // self.parts
+        return (small_sq - big_sq) / (1 / b - 1 / B), (B * big_sq - b * small_sq) / (B - b)
+
+    def measure(self, ctx):
+        multi = len(ctx.models) > 1
+        out = {}
+        for name in ctx.models:
+            trace, grad_sq = self.estimates(ctx, name)
+            avg = self._avg.setdefault(name, [0.0, 0.0, 0])
+            avg[0] = self.ema * avg[0] + (1 - self.ema) * trace
+            avg[1] = self.ema * avg[1] + (1 - self.ema) * grad_sq
+            avg[2] += 1
+            corr = 1 - self.ema ** avg[2]
+            t, g2 = avg[0] / corr, avg[1] / corr
+            sfx = _suffix(name, multi)
+            out[f"noise_trace{sfx}"] = t
+            out[f"noise_grad_sq{sfx}"] = g2
+            out[f"noise_scale{sfx}"] = t / g2 if g2 > 0 else float("nan")
+        return out
+
+
+class AdaptiveStep(Probe):
+    """For Adam-like optimizers: percentiles of the per-parameter effective step lr / (sqrt(v_hat) + eps) and of
+    v_hat (the quantity whose early variance RAdam rectifies), over every weight of each model, as
+    ``adaptive_step_p<q>`` and ``v_hat_p<q>`` for q in ``percentiles``. Models whose optimizer keeps no second
+    moment are skipped. Above ``max_elements`` weights an evenly strided subset is used. Cost per call: a pass
+    over the optimizer state and a sort."""
+
+    def __init__(self, every: int = 10, percentiles: tuple = (1, 50, 99), max_elements: int = 1 << 22):
+        super().__init__(every)
+        from bench.errors import bad
+
+        qs = list(percentiles) if not isinstance(percentiles, (str, int, float)) else None
+        if not qs or not all(isinstance(q, (int, float)) and not isinstance(q, bool) and 0 <= q <= 100 for q in qs):
+            raise bad(f"diagnostics.{self.key()}.percentiles", percentiles, "a non-empty list of percentiles in [0, 100], e.g. [1, 50, 99]")
+        int_at_least(1).check(f"diagnostics.{self.key()}.max_elements", max_elements)
+        self.percentiles, self.max_elements = qs, max_elements
+
+    @classmethod
+    def key(cls) -> str:
+        return "adaptive_step"
+
+    @torch.no_grad()
+    def measure(self, ctx):
+        multi = len(ctx.models) > 1
+        out = {}
+        for name, model in ctx.models.items():
+            params = _params(model)
+            pre = adam_preconditioner(ctx.optimizers[name], params)
+            if pre is None:
+                continue
+            d = torch.cat([x.flatten() for x in pre])
+            if d.numel() > self.max_elements:
+                d = d[:: -(-d.numel() // self.max_elements)]
+            eps = float(ctx.optimizers[name].param_groups[0]["eps"])
+            v_hat = (d - eps).clamp_min(0) ** 2
+            q = torch.tensor([p / 100 for p in self.percentiles], dtype=torch.float64)
+            step = (ctx.lrs[name] / d.double()).quantile(q)
+            vq = v_hat.double().quantile(q)
+            sfx = _suffix(name, multi)
+            for p, s, v in zip(self.percentiles, step.tolist(), vq.tolist()):
+                out[f"adaptive_step_p{p:g}{sfx}"] = s
+                out[f"v_hat_p{p:g}{sfx}"] = v
+        return out
 
 
 def build_probes(node: Mapping[str, Any] | None) -> list[Probe]:

@@ -6,6 +6,7 @@ leave training unchanged, and the pre-flight refusing a bad grid point."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import textwrap
 from pathlib import Path
@@ -150,15 +151,24 @@ def _without(rows: list[dict], keys: set[str]) -> list[dict]:
     ids=["digits", "gan_ring"],
 )
 def test_probes_leave_training_byte_identical(task_args, tmp_path):
-    """grad_norm and update_ratio at every step change no other value (the GAN draws its latents from the global RNG)."""
+    """Every probe changes no other value (the GAN draws its latents from the global RNG): grad_norm at every step,
+    update_ratio every 3, and the curvature, noise and Adam-state probes every 7 (precond_sharpness and adaptive_step
+    skip SGD's model)."""
     rows = {}
-    for name, extra in (("off", []), ("on", ["diagnostics=[grad_norm,update_ratio]", "diagnostics.grad_norm.every=1", "diagnostics.update_ratio.every=3"])):
+    curvature = ["diagnostics.sharpness.every=7", "diagnostics.sharpness.iters=5", "diagnostics.sharpness.batch=32",
+                 "diagnostics.precond_sharpness.every=7", "diagnostics.precond_sharpness.iters=5", "diagnostics.precond_sharpness.batch=32",
+                 "diagnostics.noise_scale.every=7", "diagnostics.noise_scale.batch=64", "diagnostics.adaptive_step.every=7"]
+    on_args = ["diagnostics=[grad_norm,update_ratio,sharpness,precond_sharpness,noise_scale,adaptive_step]",
+               "diagnostics.grad_norm.every=1", "diagnostics.update_ratio.every=3", *curvature]
+    for name, extra in (("off", []), ("on", on_args)):
         out = tmp_path / name
         p = run_bench(*task_args, *extra, "train.log_every=2", ONE, "task.samples_file=null" if "gan" in task_args[0] else "seed=0", f"hydra.run.dir={out}")
         assert p.returncode == 0, p.stderr
         rows[name] = metrics(out)
     on = rows["on"]
-    assert _without(on, {"grad_norm", "update_ratio"}) == rows["off"]
+    probe_keys = {"grad_norm", "update_ratio", "sharpness", "sharpness_limit", "precond_sharpness", "precond_sharpness_limit",
+                  "noise_scale", "noise_trace", "noise_grad_sq"}
+    assert _without([{k: v for k, v in r.items() if not k.startswith(("adaptive_step_p", "v_hat_p"))} for r in on], probe_keys) == rows["off"]
     probe_rows = [r for r in on if r["kind"] == "probe"]
     assert probe_rows and all(r["step"] % 2 == 1 for r in probe_rows)  # odd steps are not logged: their probes get rows of their own
     keys = set().union(*on)
@@ -167,6 +177,14 @@ def test_probes_leave_training_byte_identical(task_args, tmp_path):
     assert expect <= keys
     ratios = [r[k] for r in on for k in r if k.startswith("update_ratio")]
     assert ratios and all(0 < v < 1 for v in ratios)
+    sharp = [r[k] for r in on for k in r if k.split("/")[0] in ("sharpness", "precond_sharpness")]
+    assert sharp and all(math.isfinite(v) for v in sharp)
+    if models:  # Adam on both GAN models: the preconditioned probes measure both
+        assert {f"precond_sharpness/{m}" for m in models} | {f"adaptive_step_p50/{m}" for m in models} <= keys
+    else:  # momentum SGD: the limit is (2 + 2 x 0.9) / lr and no Adam-state probe is logged
+        lim = [r for r in on if "sharpness_limit" in r]
+        assert lim and all(r["sharpness_limit"] == pytest.approx(3.8 / r["lr"]) for r in lim if "lr" in r)
+        assert not any(k.startswith(("precond_sharpness", "adaptive_step")) for k in keys)
 
 
 @pytest.mark.slow
