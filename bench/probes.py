@@ -311,7 +311,7 @@ class NoiseScale(Probe):
     Cost per call: ``parts`` forward/backward passes over ``batch`` examples in all.
     """
 
-    def __init__(self, every: int = 100, batch: int = 512, parts: int = 8, ema: float = 0.9, seed: int = 0):
+    def __init__(self, every: int = 200, batch: int = 512, parts: int = 8, ema: float = 0.9, seed: int = 0):
         super().__init__(every)
         from bench.errors import bad
 
