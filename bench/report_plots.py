@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from bench.report import not_ok_text  # noqa: E402
 
 DPI = 120
-FIGURES = ("heatmap.png", "lr_vs_batch.png", "warmup_comparison.png", "curves.png", "divergence.png")
+FIGURES = ("heatmap.png", "lr_vs_batch.png", "warmup_comparison.png", "curves.png", "divergence.png", "sharpness.png", "noise_scale.png")
 SMOOTH = 9  # logged train rows in the moving average of curves.png (raw values drawn faintly behind)
 WARMUP_ORDER = ["none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential"]
 # Colour range of a metric in heat maps: (low, high, log scale). Fixed, never stretched to the data, so
@@ -405,6 +405,100 @@ def divergence(sw, path: Path) -> Path:
     return path
 
 
+def _probe_rows(m: pd.DataFrame, col: str) -> pd.DataFrame:
+    """The rows of a run's metrics that carry ``col`` (train rows of logged steps and ``kind="probe"`` rows), by step."""
+    if m.empty or col not in m:
+        return pd.DataFrame()
+    return m[m[col].notna()].sort_values("step")
+
+
+def _lr_rows(m: pd.DataFrame, col: str = "lr") -> pd.DataFrame:
+    return m[(m["kind"] == "train") & m[col].notna()].sort_values("step") if col in m else pd.DataFrame()
+
+
+def sharpness_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | None:
+    """Sharpness (or, for Adam-like optimizers, preconditioned sharpness) against its stability limit over steps,
+    one panel per warm-up (and other key), Kalra & Barkeshli 2024 Fig. 1 style: at the largest batch, one run
+    (the lowest seed) per LR of the grid (the five largest), solid the measured value, dashed its limit at
+    the LR of each step; the LR schedule of the largest of those LRs in grey on a twin axis."""
+    runs = sw.runs
+    batch = runs["batch_size"].max()
+    facets = _facets(runs[runs["batch_size"] == batch], _other_keys(sw) + ["warmup"])
+    panels = []
+    for label, g in facets:
+        picks = []
+        for lr in sorted(g["lr_base"].unique())[-5:]:
+            cell = g[g["lr_base"] == lr].sort_values("seed")
+            picks.append((lr, cell.iloc[0]))
+        loaded = [(lr, r, read_curves(r["dir"])) for lr, r in picks]
+        key = next((k for k in ("precond_sharpness", "sharpness") for _, _, m in loaded if k in m), None)
+        if key is not None:
+            panels.append((label, key, loaded))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), squeeze=False, constrained_layout=True)
+    for ax, (label, key, loaded) in zip(axes[0], panels):
+        twin = ax.twinx()
+        for (lr, r, m), color in zip(loaded, plt.cm.viridis(np.linspace(0, 0.9, len(loaded)))):
+            t = _probe_rows(m, key)
+            if t.empty:
+                continue
+            status = "" if r["success"] else f" ({r['status']})"
+            ax.plot(t["step"], t[key], "o-", color=color, ms=3, lw=1.3, label=f"lr {lr:.3g}{status}")
+            lim = _probe_rows(m, f"{key}_limit")
+            if not lim.empty:
+                ax.plot(lim["step"], lim[f"{key}_limit"], "--", color=color, lw=1.0)
+        lr_col = "lr" if "lr" in loaded[-1][2] else next((c for c in loaded[-1][2].columns if c.startswith("lr/")), None)
+        if lr_col is not None:
+            lr_t = _lr_rows(loaded[-1][2], lr_col)
+            twin.plot(lr_t["step"], lr_t[lr_col], color="0.6", lw=1.0, drawstyle="steps-post")
+            twin.set_ylabel(f"{lr_col} of lr {loaded[-1][0]:.3g} (grey; applied at each step)", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{key} (solid) and its limit (dashed), log scale")
+        ax.set_title(f"{label}\nbatch {int(batch)}, lowest seed per LR", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, title="base LR")
+    limit = "(2 + 2 beta1)/((1 - beta1) lr)" if any(k == "precond_sharpness" for _, k, _ in panels) else "2/lr, (2 + 2 momentum)/lr"
+    fig.suptitle(f"Sharpness against its stability limit {limit}: above the dashed line a step is unstable", fontsize=10)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def noise_figure(sw, best: pd.DataFrame, path: Path, read_curves) -> Path | None:
+    """The gradient noise scale B_simple over training: per warm-up (and other key) panel, one line per batch size
+    at its best LR (median over the cell's runs at each measured step), with the batch sizes as dotted lines:
+    batches well below B_simple are where the linear scaling rule can hold (McCandlish et al. 2018)."""
+    lines = []
+    for label, g in _facets(best, _other_keys(sw) + ["warmup"]):
+        per_batch = []
+        for _, row in g.sort_values("batch_size").iterrows():
+            series = [(_probe_rows(m, "noise_scale")) for m in (read_curves(d) for d in _cell_runs(sw, row)["dir"])]
+            series = [t.set_index("step")["noise_scale"] for t in series if not t.empty]
+            if series:
+                per_batch.append((int(row["batch_size"]), pd.concat(series, axis=1).median(axis=1)))
+        if per_batch:
+            lines.append((label, per_batch))
+    if not lines:
+        return None
+    fig, axes = plt.subplots(1, len(lines), figsize=(5.4 * len(lines), 4.4), squeeze=False, constrained_layout=True)
+    for ax, (label, per_batch) in zip(axes[0], lines):
+        for (b, sr), color in zip(per_batch, plt.cm.plasma(np.linspace(0, 0.85, len(per_batch)))):
+            ax.plot(sr.index, sr.values, "o-", color=color, ms=3, lw=1.3, label=f"batch {b}")
+            ax.axhline(b, color=color, ls=":", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("B_simple = tr(Sigma)/|G|^2 (examples), log scale")
+        ax.set_title(f"{label}\nmedian over the best-LR cell's runs; dotted: the batch sizes", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Gradient noise scale over training (McCandlish et al. 2018)", fontsize=10)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def all_figures(sw, summary, best, alpha, out: Path, read_curves) -> list[Path]:
     figs = [
         heatmap(sw, summary, best, out / "heatmap.png"),
@@ -414,7 +508,8 @@ def all_figures(sw, summary, best, alpha, out: Path, read_curves) -> list[Path]:
     fit = best[best["eligible"] & (best["n_lrs"] > 1)]
     if fit["batch_size"].nunique() > 1:  # alpha needs an LR grid and at least two batch sizes
         figs.insert(1, lr_vs_batch(sw, best, alpha, out / "lr_vs_batch.png"))
-    c = curves_figure(sw, summary, out / "curves.png", read_curves)
-    if c is not None:
-        figs.append(c)
+    for c in (curves_figure(sw, summary, out / "curves.png", read_curves), sharpness_figure(sw, summary, out / "sharpness.png", read_curves),
+              noise_figure(sw, best, out / "noise_scale.png", read_curves)):
+        if c is not None:
+            figs.append(c)
     return figs

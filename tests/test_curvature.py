@@ -182,3 +182,19 @@ def test_adaptive_step_percentiles():
 def test_bad_settings_are_refused(make, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         make()
+
+
+@pytest.mark.slow
+def test_a_sweep_with_probes_gets_the_probe_figures(tmp_path):
+    from conftest import run_bench
+
+    sweep = tmp_path / "s"
+    p = run_bench("-m", "diagnostics=[sharpness,noise_scale]", "diagnostics.sharpness.every=10", "diagnostics.noise_scale.every=10",
+                  "diagnostics.noise_scale.batch=64", "warmup=none,linear", "warmup.steps=10", "train.steps=30", "hardware.threads=1",
+                  f"hydra.sweep.dir={sweep}")
+    assert p.returncode == 0, p.stderr[-2000:]
+    for name in ("sharpness.png", "noise_scale.png"):
+        assert (sweep / "report" / name).stat().st_size > 10_000
+    plain = tmp_path / "plain"
+    assert run_bench("-m", "warmup=none,linear", "warmup.steps=10", "train.steps=20", "hardware.threads=1", f"hydra.sweep.dir={plain}").returncode == 0
+    assert not (plain / "report" / "sharpness.png").exists()  # no probe columns, no probe figures
