@@ -246,6 +246,7 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
         diverged_reason=outcome.diverged_reason,
         final=outcome.final,
         test=outcome.test,
+        train_set=outcome.train_set,
         best=outcome.best,
         best_step=outcome.best_step,
         final_train_loss=outcome.final_train_loss,

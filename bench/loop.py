@@ -30,7 +30,7 @@ from bench import checkpoint as ckpt
 from bench.distributed import Dist
 from bench.plan import Plan
 from bench.probes import Probe, ProbeContext
-from bench.records import test_key
+from bench.records import test_key, train_set_key
 from bench.progress import JobProgress
 
 
@@ -48,6 +48,7 @@ class Outcome:
     final_train_loss: float | None = None
     initial_loss: float | None = None  # the first step's loss (mean over processes)
     test: dict = field(default_factory=dict)  # metrics on the test split, once at the end of a run that trained to its last step
+    train_set: dict = field(default_factory=dict)  # the same metrics on the training set (tasks with train_eval), for the generalization gap
     train_time_s: float = 0.0
     resumed_from: int | None = None
     preempted: bool = False
@@ -214,6 +215,8 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     out.initial_loss = float(initial_loss) if initial_loss is not None else None
     if out.status == "completed":  # test metrics only where the run trained to its end; never used to select anything
         out.test = {test_key(k): v for k, v in _evaluate(task, device, plan.precision, dist, "test").items()}
+        if getattr(task, "train_eval", False):
+            out.train_set = {train_set_key(k): v for k, v in _evaluate(task, device, plan.precision, dist, "train").items()}
     if plan.save_final and not out.preempted and dist.is_main:
         ckpt.save_final(out_dir, models, opts)
     return out

@@ -75,6 +75,11 @@ def test_key(metric: str) -> str:
     return "test_" + (metric[4:] if metric.startswith("val_") else metric)
 
 
+def train_set_key(metric: str) -> str:
+    """The record key of a metric on the training set (tasks with ``train_eval``): ``val_loss`` -> ``train_set_loss``."""
+    return "train_set_" + (metric[4:] if metric.startswith("val_") else metric)
+
+
 def outcomes(record: Mapping) -> dict[str, bool]:
     """Status -> success for the statuses of ``record`` that mean "trained to the last step, metric measured".
 

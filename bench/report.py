@@ -365,6 +365,11 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         for m in r["metric_modes"]:
             row[f"final_{m}"] = _number(final.get(m))
             row[f"best_{m}"] = _number(best.get(m))
+        # the generalization gap: test loss minus the loss on the training set, both at the end (tasks with train_eval)
+        train_set = r.get("train_set") or {}
+        if ok and "train_set_loss" in train_set and "test_loss" in test:
+            row["train_set_loss"] = _number(train_set["train_set_loss"])
+            row["gap_loss"] = _number(test["test_loss"]) - row["train_set_loss"]
         rows.append(row)
         if not ok and status != DIVERGED:
             why = {"running": "killed or still going", "failed": "crashed, see its result.json", "preempted": "stopped for a requeue"}.get(status, "unknown status")
@@ -468,6 +473,8 @@ def summarize(sw: Sweep) -> pd.DataFrame:
             final_train_loss=float(np.nanmean(g["final_train_loss"])) if g["final_train_loss"].notna().any() else math.nan,
             wall_time_s=float(g["wall_time_s"].sum()),
         )
+        if "gap_loss" in g and g.loc[g["success"], "gap_loss"].notna().any():  # over the successful runs, as the means above
+            row["gap_loss_mean"], row["gap_loss_lo"], row["gap_loss_hi"], _ = mean_interval(g.loc[g["success"], "gap_loss"].dropna().tolist())
         row["eligible"] = bool(n and row["n_unfinished"] == 0 and k / n >= STABLE and math.isfinite(m))
         out.append(row)
     return pd.DataFrame(out)
@@ -788,9 +795,11 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     fallback = [] if sw.has_test else [TEST_MISSING]
     # one count column per status that is not a success (diverged, a task's failed outcome), unfinished when any
     bad = [s for s in status_columns(sw) if not sw.outcomes.get(s, False)] + (["unfinished"] if summary["n_unfinished"].any() else [])
+    gap = "gap_loss_mean" in summary and summary["gap_loss_mean"].notna().any()
     cells = [
         [*(_fmt(r[k]) for k in sw.keys), f"{r['n_runs']}", _success_text(r), _cell_text(r),
          *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []),
+         *([_interval_text(r["gap_loss_mean"], r["gap_loss_lo"], r["gap_loss_hi"])] if gap else []),
          _interval_text(r["chance_mean"], r["chance_lo"], r["chance_hi"]),
          *(f"{r[f'n_{s}']}" for s in bad[:-1]), f"{r[f'n_{bad[-1]}']}" + ("†" if not r["eligible"] else "")]
         for _, r in summary.iterrows()
@@ -825,6 +834,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     tables = [
         (f"Cells: success rate and final {val}" + (f" and {test}" if sw.has_test else "") + " (95% intervals)",
          [*keyh, "runs", "successes/finished = rate [exact 95%]", f"{val}, successes [95%]", *([f"{test}, successes [95%]"] if sw.has_test else []),
+          *(["gap: test_loss − train-set loss, successes [95%]"] if gap else []),
           f"{reported}, failures at chance [95%]", *bad],
          cells, fallback),
         (f"Best LR per group: selected on {val}, reported on {reported}",

@@ -65,6 +65,12 @@ class Task(ABC):
     #: is at least this fraction of its first: it never learned. None: no such rule (GAN losses).
     stall_ratio: float | None = 0.95
 
+    #: Whether :meth:`evaluate` also takes ``split="train"``: the metrics on the training set (or a fixed part of
+    #: it), in evaluation mode, named as for validation. The harness then scores it once at the end of a run that
+    #: trained to its last step and records it as ``train_set`` (``train_set_loss``, ...): test minus train is the
+    #: generalization gap.
+    train_eval: bool = False
+
     #: Task-specific end states of a run that trained to its last step, each with whether it
     #: counts as a success (e.g. ``{"collapsed": False}`` for a GAN). :meth:`final_status`
     #: may return only these names. The harness adds them to its own statuses (``completed``

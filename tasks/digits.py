@@ -143,6 +143,7 @@ class DigitsTask(Task):
     """
 
     metrics = {"val_acc": "max", "val_loss": "min"}
+    train_eval = True  # evaluate("train"): the whole training split, for the generalization gap
     chance = {"val_acc": 0.1, "val_loss": math.log(10)}  # 10 balanced classes: a uniform guess
 
     @classmethod
@@ -186,7 +187,7 @@ class DigitsTask(Task):
         return F.cross_entropy(model(x), y)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        x, y = (self.x_test, self.y_test) if split == "test" else (self.x_val, self.y_val)
+        x, y = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}.get(split, (self.x_val, self.y_val))
         self.model.eval()
         logits = self.model(x).float()
         self.model.train()

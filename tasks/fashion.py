@@ -295,6 +295,7 @@ class FashionTask(Task):
     """Classify Fashion-MNIST; metrics: val_acc (primary, higher is better) and val_loss."""
 
     metrics = {"val_acc": "max", "val_loss": "min"}
+    train_eval = True  # evaluate("train"): the whole training split, for the generalization gap
     chance = {"val_acc": 1 / CLASSES, "val_loss": math.log(CLASSES)}
 
     @classmethod
@@ -370,7 +371,7 @@ class FashionTask(Task):
         return F.cross_entropy(model(x), y)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        x, y = (self.x_test, self.y_test) if split == "test" else (self.x_val, self.y_val)
+        x, y = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}.get(split, (self.x_val, self.y_val))
         self.model.eval()
         loss_sum, correct = 0.0, 0
         for lo in range(0, len(x), self.cfg.eval_batch_size):

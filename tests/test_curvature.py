@@ -195,6 +195,16 @@ def test_a_sweep_with_probes_gets_the_probe_figures(tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     for name in ("sharpness.png", "noise_scale.png"):
         assert (sweep / "report" / name).stat().st_size > 10_000
+    # digits evaluates its training set at the end: the record has it and the report the generalization gap
+    import json
+
+    import pandas as pd
+
+    rec = json.loads(next(sweep.rglob("result.json")).read_text())
+    assert set(rec["train_set"]) == {"train_set_loss", "train_set_acc"}
+    runs = pd.read_csv(sweep / "report" / "runs.csv")
+    assert (runs["gap_loss"] - (runs["final_val_loss"] * 0 + runs["gap_loss"])).abs().max() == 0 and runs["gap_loss"].notna().all()
+    assert "gap: test_loss − train-set loss" in (sweep / "report" / "table.md").read_text()
     plain = tmp_path / "plain"
     assert run_bench("-m", "warmup=none,linear", "warmup.steps=10", "train.steps=20", "hardware.threads=1", f"hydra.sweep.dir={plain}").returncode == 0
     assert not (plain / "report" / "sharpness.png").exists()  # no probe columns, no probe figures
