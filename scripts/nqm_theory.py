@@ -48,6 +48,9 @@ def theory(config: Mapping) -> tuple[np.ndarray, np.ndarray]:
     """(lrs, expected) for a resolved job config (result.json's ``config``): the LR of each of the
     planned updates, shape (T,), and E[L]_t for t = 0..T, shape (T+1,)."""
     cfg = OmegaConf.create(dict(config))
+    target = f"{NoisyQuadraticTask.__module__}.{NoisyQuadraticTask.__name__}"
+    if cfg.task.get("_target_") != target:
+        raise ValueError(f"task._target_={cfg.task.get('_target_')!r}: the closed form is for {target} (task=nqm)")
     NoisyQuadraticTask.check_config(cfg.task)
     plan = resolve_plan(cfg, NoisyQuadraticTask.static_train_size(cfg.task), {"model": ({}, True)})
     peak, schedule = plan.peak_lrs()["model"], plan.schedules["model"]

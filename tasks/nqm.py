@@ -188,8 +188,9 @@ class NoisyQuadraticTask(Task):
         return model(batch), {"exact_loss": exact}
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        theta = self.model.theta.detach().double()
-        return {"val_loss": 0.5 * float((torch.as_tensor(self.h, device=theta.device) * theta * theta).sum())}
+        # in float64, with the curvatures the model trains on (float32, the Hessian autograd sees)
+        theta, h = self.model.theta.detach().double(), self.model.h.double()
+        return {"val_loss": 0.5 * float((h * theta * theta).sum())}
 
     def is_stalled(self, first_loss, last_loss, final_metrics) -> bool:
         final = final_metrics.get("val_loss")

@@ -97,7 +97,8 @@ def test_task_facts():
     task = nqm_task("task.epoch_size=256")
     assert task.train_size() == NoisyQuadraticTask.static_train_size(task.cfg) == 256
     l0 = 0.5 * sum(1.0 / i for i in range(1, 101))  # h_i = 1 / i, theta_0 = ones
-    assert task.evaluate("val")["val_loss"] == task.evaluate("test")["val_loss"] == pytest.approx(l0, rel=1e-12)
+    # the model trains on float32 curvatures: its exact loss differs from float64 theory by their rounding only
+    assert task.evaluate("val")["val_loss"] == task.evaluate("test")["val_loss"] == pytest.approx(l0, rel=1e-7)
     assert task.chance == {"val_loss": pytest.approx(l0)} and task.initial_loss == pytest.approx(l0)
     assert task.is_stalled(-1.0, 0.0, {"val_loss": 0.96 * l0}) and not task.is_stalled(5.0, 5.0, {"val_loss": 0.9 * l0})
     # a resumed epoch continues the same stream: batches from start=5 are the tail of the whole epoch
