@@ -34,6 +34,7 @@ REFUSED = [
     # pydoc at character level: 16 of 20 pieces, 372038 training characters -> (372038 - 1) // 64 = 5813 windows
     (["task=lm_postln", "batch.size=7000"], "at most the training set size 5813 of task lm_postln"),
     (["task=dcgan_digits", "task.val_fraction=0.5", "batch.size=900"], "at most the training set size 899 of task dcgan_digits"),
+    (["task=nqm", "task.epoch_size=8"], "batch.size=16 is not allowed: at most the training set size 8 of task nqm"),
 ]
 
 
@@ -70,6 +71,7 @@ def test_preflight_plan_checks_load_no_data(monkeypatch):
     ("digits", ["task.val_fraction=0.3"]),
     ("gan_ring", ["task.samples_file=null", "task.epoch_samples=640"]),
     ("lm_preln", ["task.context_length=32", "task.width=16", "task.depth=1", "task.heads=2"]),
+    ("nqm", ["task.epoch_size=1000"]),
 ])
 def test_static_sizes_match_the_built_task(task, extra):
     """What the pre-flight assumes is what the job finds: static_train_size and static_models against the built task."""

@@ -129,6 +129,13 @@ BAD = [
     ("imagenet_resnet50", ["task.val_resize=200"], "task.val_resize=200 is not allowed: an integer >= 224"),
     ("imagenet_resnet50", ["task.min_scale=0"], "task.min_scale=0"),
     ("imagenet_resnet50", ["task.eval_batch_size=0"], "task.eval_batch_size=0"),
+    ("nqm", ["task.dim=0"], "task.dim=0"),
+    ("nqm", ["task.h_max=-1"], "task.h_max=-1"),
+    ("nqm", ["task.spectrum=[1.0,0]"], "task.spectrum=[1.0, 0] is not allowed: null or a non-empty list of curvatures > 0"),
+    ("nqm", ["task.spectrum=[]"], "task.spectrum=[]"),
+    ("nqm", ["task.noise=-0.5"], "task.noise=-0.5"),
+    ("nqm", ["task.init_scale=0"], "task.init_scale=0"),
+    ("nqm", ["task.epoch_size=1.5"], "task.epoch_size=1.5"),
 ]
 
 

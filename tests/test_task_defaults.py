@@ -24,6 +24,7 @@ def _compose(*overrides):
     ("digits", "sgd", 0.1, 64), ("gan_ring", "adam_gan", 0.002, 64), ("dcgan_digits", "adam_gan", 0.002, 64),
     ("lm_preln", "adamw", 0.001, 32), ("bert_mlm", "adamw", 0.001, 32), ("cifar10_resnet", "sgd", 0.1, 128),
     ("cifar10_vit", "adamw", 0.001, 128), ("imagenet_resnet50", "sgd", 0.1, 256), ("fashion_mnist", "sgd", 0.1, 128),
+    ("nqm", "sgd", 0.1, 16),
 ])
 def test_task_alone_picks_its_optimizer_and_batch(task, optimizer, lr, batch):
     cfg = _compose(f"task={task}")
@@ -49,7 +50,8 @@ def test_presets_keep_their_own_choices():
 
 # Short budgets; vision models shrunk (as in test_vision_cli) but trained at their default batch and LR on fake data.
 SHORT = {"gan_": ["train.steps=200"], "dcgan_": ["train.steps=100"], "lm_": ["train.steps=30"], "gpt2_": ["train.steps=20"], "bert_": ["train.steps=20"],
-         "digits": ["train.steps=60"], "fashion": ["train.steps=60"], "cifar": ["train.steps=3"], "imagenet": ["train.steps=2"]}
+         "digits": ["train.steps=60"], "fashion": ["train.steps=60"], "cifar": ["train.steps=3"], "imagenet": ["train.steps=2"],
+         "nqm": ["train.steps=200"]}
 TINY = {
     "cifar10_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
     "cifar100_resnet": ["+task.model_kwargs.channels=[8,16,32,64]"],
