@@ -248,8 +248,10 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params) -> list[torch.
     """Adam's current preconditioner diag(sqrt(v_hat) + eps) per parameter (Cohen et al. 2022), or None when the
     optimizer keeps no ``exp_avg_sq`` (not Adam-like) or a parameter has no state yet.
 
-    v_hat = exp_avg_sq / (1 - beta2^step), unless the group says its second moment is not bias-corrected
-    (``bias_correction`` false, or ``second_moment_init`` "grad_sq": GI-Adam, :mod:`bench.optim`)."""
+    v_hat = exp_avg_sq (max_exp_avg_sq with amsgrad) / (1 - beta2^step), unless the group says its second moment is
+    not bias-corrected (GI-Adam; :func:`bench.optim.preconditioner` reads both kinds)."""
+    from bench.optim import preconditioner
+
     by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     out = []
     for p in params:
@@ -257,12 +259,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params) -> list[torch.
         g = by_param.get(id(p))
         if g is None or "exp_avg_sq" not in st or "betas" not in g:
             return None
-        v = st["exp_avg_sq"].float()
-        step = float(st["step"])
-        corrected = g.get("bias_correction", True) and g.get("second_moment_init", "zero") == "zero"
-        if corrected and step > 0:
-            v = v / (1 - g["betas"][1] ** step)
-        out.append(v.sqrt() + g["eps"])
+        out.append(preconditioner(g, st).float())
     return out
 
 

@@ -208,3 +208,60 @@ def test_a_sweep_with_probes_gets_the_probe_figures(tmp_path):
     plain = tmp_path / "plain"
     assert run_bench("-m", "warmup=none,linear", "warmup.steps=10", "train.steps=20", "hardware.threads=1", f"hydra.sweep.dir={plain}").returncode == 0
     assert not (plain / "report" / "sharpness.png").exists()  # no probe columns, no probe figures
+
+
+# ---------------------------------------------------------------- ground truth: the noisy quadratic model
+
+
+def _nqm(**over):
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from tasks.nqm import NoisyQuadraticTask
+
+    cfg = OmegaConf.load(ROOT / "conf" / "task" / "nqm.yaml")
+    cfg.pop("defaults")
+    cfg.merge_with(over)
+    return NoisyQuadraticTask(cfg, seed=0, device=torch.device("cpu"))
+
+
+def _nqm_ctx(task, step, opt=None, lr=0.1):
+    model = task.models["model"]
+    opt = opt or torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    cache = {}
+
+    def measure_batch(size):
+        if size not in cache:
+            cache[size] = next(iter(task.train_batches(size, 0, 0, torch.Generator().manual_seed(1))))
+        return cache[size]
+
+    return ProbeContext(step=step, task=task, models={"model": model}, optimizers={"model": opt}, lrs={"model": lr}, measure_batch=measure_batch)
+
+
+def test_sharpness_is_h_max_on_the_nqm_at_any_step():
+    task = _nqm(dim=40, h_max=3.0)
+    model = task.models["model"]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    probe = Sharpness(every=1, batch=16, iters=40, tol=1e-10)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(30):  # train a little between measurements: the Hessian never changes
+        opt.zero_grad()
+        res = task.loss("model", model, next(iter(task.train_batches(16, step, 0, gen))))
+        (res[0] if isinstance(res, tuple) else res).backward()
+        opt.step()
+        if step % 10 == 0:
+            out = probe.measure(_nqm_ctx(task, step, opt))
+            assert out["sharpness"] == pytest.approx(3.0, abs=1e-4) and out["sharpness_limit"] == pytest.approx(3.8 / 0.1)
+
+
+def test_noise_scale_matches_the_nqm_analytic_value():
+    """Per-example gradient noise c H, true gradient H theta: B_simple = c tr(H) / |H theta|^2 exactly."""
+    task = _nqm(dim=30, h_max=2.0, noise=0.5, init_scale=1.0)
+    h = torch.as_tensor(task.h, dtype=torch.float64)
+    theta = task.models["model"].theta.detach().double().flatten()
+    true_trace, true_g2 = float(0.5 * h.sum()), float(((h * theta) ** 2).sum())
+    probe = NoiseScale(every=1, batch=256, parts=8, ema=0.0)
+    est = torch.tensor([probe.estimates(_nqm_ctx(task, s), "model") for s in range(300)], dtype=torch.float64)
+    for col, truth in ((0, true_trace), (1, true_g2)):
+        v = est[:, col]
+        assert abs(float(v.mean()) - truth) < 4 * float(v.std()) / math.sqrt(len(v)), (col, float(v.mean()), truth)
