@@ -246,7 +246,8 @@ class Sharpness(Probe):
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params) -> list[torch.Tensor] | None:
     """Adam's current preconditioner diag(sqrt(v_hat) + eps) per parameter (Cohen et al. 2022), or None when the
-    optimizer keeps no ``exp_avg_sq`` (not Adam-like) or a parameter has no state yet.
+    optimizer keeps no second moment (not Adam-like or RMSprop) or a parameter has no state yet. RMSprop's is
+    sqrt(square_avg) + eps (its centred variant subtracts the squared mean gradient), with no bias correction.
 
     v_hat = exp_avg_sq (max_exp_avg_sq with amsgrad) / (1 - beta2^step), unless the group says its second moment is
     not bias-corrected (GI-Adam; :func:`bench.optim.preconditioner` reads both kinds)."""
@@ -257,6 +258,10 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params) -> list[torch.
     for p in params:
         st = optimizer.state.get(p, {})
         g = by_param.get(id(p))
+        if g is not None and "square_avg" in st and "alpha" in g:  # RMSprop: sqrt(v) + eps, v never bias-corrected
+            v = st["square_avg"] if not g.get("centered") else st["square_avg"] - st["grad_avg"] ** 2
+            out.append(v.float().sqrt() + g["eps"])
+            continue
         if g is None or "exp_avg_sq" not in st or "betas" not in g:
             return None
         out.append(preconditioner(g, st).float())
@@ -290,10 +295,14 @@ class PrecondSharpness(Sharpness):
     def limit(self, ctx, name):
         g = ctx.optimizers[name].param_groups[0]
         lr = ctx.lrs[name]
-        if "betas" not in g or lr <= 0:
+        if lr <= 0:
             return None
-        b1 = float(g["betas"][0])
-        return (2 + 2 * b1) / ((1 - b1) * lr)
+        if "betas" in g:
+            b1 = float(g["betas"][0])
+            return (2 + 2 * b1) / ((1 - b1) * lr)
+        if "alpha" in g:  # RMSprop: the preconditioned step is plain (or heavy-ball) gradient descent
+            return sgd_limit({"momentum": g.get("momentum", 0.0)}, lr)
+        return None
 
 
 class NoiseScale(Probe):

@@ -265,3 +265,18 @@ def test_noise_scale_matches_the_nqm_analytic_value():
     for col, truth in ((0, true_trace), (1, true_g2)):
         v = est[:, col]
         assert abs(float(v.mean()) - truth) < 4 * float(v.std()) / math.sqrt(len(v)), (col, float(v.mean()), truth)
+
+
+def test_rmsprop_state_is_read_as_a_preconditioner():
+    task, model = Regression(), _mlp()
+    opt = torch.optim.RMSprop(model.parameters(), lr=0.01, alpha=0.99, eps=1e-8)
+    for _ in range(2):
+        opt.zero_grad()
+        task.loss("model", model, (task.x, task.y)).backward()
+        opt.step()
+    pre = adam_preconditioner(opt, list(model.parameters()))
+    assert all(torch.allclose(d, opt.state[p]["square_avg"].sqrt() + 1e-8) for d, p in zip(pre, model.parameters()))
+    ctx, _ = _ctx(task, model, opt, 0.01, 48)
+    out = PrecondSharpness(every=1, batch=48, iters=5).measure(ctx)
+    assert out["precond_sharpness_limit"] == pytest.approx(2 / 0.01) and out["precond_sharpness"] > 0
+    assert "adaptive_step_p50" in AdaptiveStep(every=1).measure(ctx)
