@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.records import COMPLETED, DIVERGED, METRICS, RESULT, measured, outcomes, read_result, succeeded
-from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, quadratic_optimum
+from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, paired_t_pvalue, quadratic_optimum
 
 BOOT_LR = 1000  # seed resamples for lr_star's interval (and alpha's, refitted on the same samples)
 STABLE = 0.8  # success rate a cell needs to be selectable as best LR and to count in the stable LR range
@@ -675,7 +675,7 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
     lengths = [k for k in sw.keys if k.startswith("warmup.")]
     group = [k for k in sw.keys if k not in ("lr_base", "warmup") and k not in lengths]
     cols = [*group, "warmup", *lengths, "baseline", "metric", "mode", "stable_lr", "stable_lr_none", "stable_ratio", "stable_at_top", "stable_at_top_none",
-            "lr_base", "lr_base_none", "n_pairs", "n_dropped", "diff", "diff_lo", "diff_hi", "interval", "p", "p_holm"]
+            "lr_base", "lr_base_none", "n_pairs", "n_dropped", "diff", "diff_lo", "diff_hi", "interval", "p", "p_holm", "p_t", "p_t_holm"]
     col = _reported(sw)
     name = "/".join(sorted(sw.runs["test_name" if sw.has_test else "metric_name"].unique()))
     out = []
@@ -714,17 +714,19 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
             row.update(baseline=BASELINE, metric=name, mode=g["mode"].iloc[0], stable_lr=s1, stable_lr_none=s0,
                        stable_ratio=s1 / s0 if s0 > 0 else math.nan, stable_at_top=top1, stable_at_top_none=top0,
                        lr_base=b1["lr_base"] if b1 is not None else math.nan, lr_base_none=b0["lr_base"] if b0 is not None else math.nan,
-                       n_pairs=0, n_dropped=0, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan, interval="none", p=math.nan)
+                       n_pairs=0, n_dropped=0, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan, interval="none", p=math.nan, p_t=math.nan)
             if b1 is not None and b0 is not None:
                 v1, v0 = (_seed_values(sw, b, col) for b in (b1, b0))
                 shared = sorted(set(v1) & set(v0))
                 d = [v1[s] - v0[s] for s in shared]
                 kept = [x for x in d if math.isfinite(x)]
                 m, lo, hi, how = mean_interval(kept)
-                row.update(n_pairs=len(kept), n_dropped=len(d) - len(kept), diff=m, diff_lo=lo, diff_hi=hi, interval=how, p=paired_permutation_pvalue(kept))
+                row.update(n_pairs=len(kept), n_dropped=len(d) - len(kept), diff=m, diff_lo=lo, diff_hi=hi, interval=how, p=paired_permutation_pvalue(kept),
+                           p_t=paired_t_pvalue(kept))
             out.append(row)
     table = pd.DataFrame(out, columns=cols)
     table["p_holm"] = holm(table["p"].astype(float).tolist()) if len(table) else []
+    table["p_t_holm"] = holm(table["p_t"].astype(float).tolist()) if len(table) else []
     return table
 
 
@@ -827,7 +829,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     effects = [
         [*(_fmt(r[k]) for k in egroup), " ".join([str(r["warmup"]), *(f"{k.split('.', 1)[1]}={r[k]}" for k in elengths)]), f"{stable(r['stable_lr'], r['stable_at_top'])} / {stable(r['stable_lr_none'], r['stable_at_top_none'])}",
          _fmt(r["stable_ratio"], 3), f"{_fmt(r['lr_base'])} / {_fmt(r['lr_base_none'])}", str(r["n_pairs"]),
-         _interval_text(r["diff"], r["diff_lo"], r["diff_hi"]), _fmt(r["p"], 3), _fmt(r["p_holm"], 3)]
+         _interval_text(r["diff"], r["diff_lo"], r["diff_hi"]), _fmt(r["p"], 3), _fmt(r["p_holm"], 3), _fmt(r["p_t"], 3), _fmt(r["p_t_holm"], 3)]
         for _, r in effect.iterrows()
     ]
     keyh = [header(sw, k) for k in sw.keys]
@@ -848,7 +850,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     if effects:
         tables.append((f"Warm-up effect against none: stable LR range and paired difference of {reported} at each arm's best LR",
                        [*(header(sw, k) for k in egroup), "warm-up", "stable optimizer.lr (arm / none)", "stable ratio",
-                        "best optimizer.lr (arm / none)", "seed pairs", f"{reported} arm − none [95%]", "p (exact sign-flip)", "p (Holm)"], effects, fallback))
+                        "best optimizer.lr (arm / none)", "seed pairs", f"{reported} arm − none [95%]", "p (exact sign-flip)", "p (Holm)", "p (paired t)", "p (t, Holm)"], effects, fallback))
     return tables
 
 

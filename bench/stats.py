@@ -86,6 +86,22 @@ def paired_permutation_pvalue(diffs: Sequence[float], exact_up_to: int = 16, res
     return float((np.sum(stats >= observed - tol) + 1) / (resamples + 1))
 
 
+def paired_t_pvalue(diffs: Sequence[float]) -> float:
+    """Two-sided paired (one-sample) t-test p of mean(diffs) = 0: nan below 2 differences; 1 when all are 0.
+
+    Beside :func:`paired_permutation_pvalue`: with n pairs the exact sign-flip p is at least 2/2^n (0.0625 at
+    n = 5), so with few seeds it cannot reject whatever the effect; the t-test can, at the price of assuming
+    roughly normal differences."""
+    from scipy.stats import ttest_1samp
+
+    d = [float(x) for x in diffs]
+    if len(d) < 2:
+        return math.nan
+    if all(x == d[0] for x in d):
+        return 1.0 if d[0] == 0 else 0.0
+    return float(ttest_1samp(d, 0.0).pvalue)
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error control), in the input order.
 

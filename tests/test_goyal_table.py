@@ -68,9 +68,15 @@ def test_table_has_goyals_shape_tests_and_failures(tmp_path):
     assert (none.n, none.n_success) == (5, 4) and none.err_chance_scored == pytest.approx((4 * 0 + sum(100 * (1 - a + 0.02) for a in base_acc[:4]) + 90) / 5)
     lin = t.loc[(4, "gradual")]
     assert lin.diff_vs_none == pytest.approx(100 * np.mean([0.001 * (s + 1) - 0.02 for s in range(4)]))  # 4 pairs: seed 4 of none failed
-    assert lin.p_vs_none == pytest.approx(2 / 16)  # all four paired differences have one sign
+    assert lin.p_exact_vs_none == pytest.approx(2 / 16)  # all four paired differences have one sign
+    from scipy.stats import ttest_ind, ttest_rel
+
+    d = [100 * (0.001 * (s + 1) - 0.02) for s in range(4)]
+    assert lin.p_vs_none == pytest.approx(ttest_rel(d, [0.0] * 4).pvalue)
     con = t.loc[(4, "constant")]
-    assert con.diff_vs_base == pytest.approx(3.0) and con.p_vs_base == pytest.approx(2 / math.comb(10, 5))
+    assert con.diff_vs_base == pytest.approx(3.0) and con.p_exact_vs_base == pytest.approx(2 / math.comb(10, 5))
+    base_err = [100 * (1 - a) for a in base_acc]
+    assert con.p_vs_base == pytest.approx(ttest_ind([e + 3.0 for e in base_err], base_err, equal_var=False).pvalue)
     assert t["holm_vs_base"].notna().sum() == 3
     md = gt.markdown(gt.table(root))
     assert "| 4 | 128 |" in md and "23.60 ± 0.12" in md and "4/5 [" in md

@@ -77,3 +77,14 @@ def test_quadratic_optimum():
     assert quadratic_optimum(xs, [4, 3, 2, 3], "min") == (pytest.approx(xs[2], abs=0.6), False)
     x_star, edge = quadratic_optimum([0.0, 1.0, 2.0], [1.0, 3.0, 1.0], "max")
     assert x_star == pytest.approx(1.0) and not edge
+
+
+def test_paired_t_pvalue_against_scipy_and_its_edges():
+    from scipy.stats import ttest_rel
+
+    from bench.stats import paired_t_pvalue
+
+    d = [0.3, 0.1, 0.4, 0.2, 0.35]
+    assert paired_t_pvalue(d) == pytest.approx(ttest_rel(d, [0.0] * 5).pvalue)
+    assert paired_t_pvalue(d) < 0.01 < 2 / 2**5  # five same-sign pairs: the t-test rejects where the exact test cannot
+    assert math.isnan(paired_t_pvalue([0.1])) and paired_t_pvalue([0.0, 0.0]) == 1.0 and paired_t_pvalue([0.2, 0.2]) == 0.0
