@@ -40,17 +40,7 @@ from bench.probes import build_probes
 from bench.records import RESULT, STALLED, SCHEMA_VERSION, config_hash, crash_point, declared_outcomes, environment, finished_statuses, read_result, write_json_atomic
 from tasks.base import Task
 
-def _conf_dir() -> str:
-    """The checkout's top-level conf/ when running from a checkout (or an editable install), else the
-    copy installed with the package as bench/conf (pyproject.toml maps conf/ there at build time)."""
-    here = Path(__file__).resolve().parent
-    checkout = here.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
-        return str(checkout / "conf")
-    return str(here / "conf")
-
-
-CONF_DIR = _conf_dir()
+from bench.cli import CONF_DIR, main  # noqa: E402,F401  (main: the entry point, kept here for `bench.app:main` users)
 
 
 log = logging.getLogger(__name__)
@@ -480,8 +470,8 @@ def _report_failure(job: Job, record: dict) -> dict:
     return record
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def job(cfg: DictConfig) -> float | None:
+    """One Hydra job (what :func:`bench.cli.main` runs): the run, its exit status, the primary metric for Hydra."""
     try:
         result = run(cfg)
     except (ConfigError, Busy) as e:

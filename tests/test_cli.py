@@ -1,11 +1,13 @@
 """End-to-end runs of the real CLI on digits: one job, sweeps, divergence, determinism, W&B."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import metrics, results, run_bench
+from conftest import ROOT, bench_env, metrics, results, run_bench
 
 pytestmark = pytest.mark.slow
 SHORT = ["train.epochs=null", "train.steps=30", "train.eval_every=15"]
@@ -16,6 +18,16 @@ def test_help_lists_groups_and_options():
     assert p.returncode == 0, p.stderr
     for group, option in [("task", "digits"), ("optimizer", "lamb"), ("warmup", "untuned_exponential"), ("decay", "inverse_sqrt"), ("batch", "sqrt"), ("hardware", "gpu"), ("logger", "wandb")]:
         assert f"{group}: " in p.stdout and option in p.stdout, (group, option)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-sc", "query=bash"], ["--cfg", "job"]])
+def test_help_completion_and_cfg_do_not_import_torch(args):
+    """bench.cli is Hydra's entry point and imports no torch: --help, tab completion and --cfg answer at Hydra's speed."""
+    code = ("import runpy, sys\nsys.argv = ['bench', *sys.argv[1:]]\ntry:\n    runpy.run_module('bench', run_name='__main__')\n"
+            "except SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=bench_env(), capture_output=True, text=True, timeout=120,
+                       input="" if args[0] != "-sc" else "")
+    assert p.stdout.strip().splitlines()[-1] == "TORCH False", p.stdout[-500:] + p.stderr[-2000:]
 
 
 def test_digits_learns(tmp_path):
