@@ -11,7 +11,8 @@ Times, as medians over ``--rounds`` runs in fresh processes (run from the reposi
   ``python -m bench`` so that it is this checkout's code; Hydra drops the first word of the line);
 - a 1-step run: ``python -m bench train.steps=1 hardware.threads=1`` on the default (digits) task;
 - a joblib sweep of two 1-step jobs on two workers (``-m hydra/launcher=joblib seed=0,1``), and from it
-  what one worker pays: the sweep minus ``--help`` (the main process's start), the workers running side by side.
+  what the workers add: the sweep minus the 1-step run (the launcher process imports torch for its pre-flight
+  check and runs what a single run does bar the training; the two workers start side by side).
 
 Prints each median and its ratio to the baseline; the goals are --help <= 1.3x, the 1-step
 run <= 2x and a joblib worker <= 2x. Exit status 0 whatever the numbers: the script measures, it does not judge.
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):  # interleaved rounds: a load spike on a shared machine hits every case alike
             for name, fn in cases:
                 times[name].append(fn(i))
-    times["joblib worker"] = [s - h for s, h in zip(times["joblib sweep, 2 jobs"], times["--help"])]
+    times["joblib worker"] = [s - r for s, r in zip(times["joblib sweep, 2 jobs"], times["1-step run"])]
     base = statistics.median(times["import torch, hydra"])
     print(f"{'command':<22}{'median s':>10}{'min s':>8}{'ratio':>8}  goal")
     for name, ts in times.items():
