@@ -8,7 +8,7 @@ Per optimizer step s (0-based, see :mod:`bench.schedules`):
    optionally clip, step its optimizer at the LR its scheduler set for step s, advance
    the scheduler;
 3. every ``check_every`` steps look at the losses for divergence; run the due probes
-   (:mod:`bench.probes`); write a row at every warm-up step and then every ``log_every``
+   (:mod:`bench.probes`); write a row at every warm-up step and the first after it, then every ``log_every``
    steps; every ``eval_every`` steps (and at the end) evaluate;
 4. checkpoint every ``checkpoint_every`` steps and when a preemption signal arrived.
 """
@@ -124,7 +124,7 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
             batches, epoch_of_iter = iter(task.train_shards(batch_size, epoch, idx, gen, dist.rank, dist.world_size)), epoch
         micros = task.split(next(batches), plan.micro_batches)
         # every step during warm-up, so the curves show its real shape; then every log_every steps
-        log_now = step < warmup_end or step % t.log_every == 0 or step == last
+        log_now = step <= warmup_end or step % t.log_every == 0 or step == last  # and the first step after it: the switch is drawn where it happens
         due_probes = [p for p in probes if p.due(step, last)] if probes else ()
 
         row = {"kind": "train", "step": step, "epoch": step / plan.steps_per_epoch}

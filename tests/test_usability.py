@@ -42,7 +42,7 @@ def test_every_warmup_step_is_logged(tmp_path):
     p = run_bench("warmup=linear", "warmup.steps=15", "train.steps=60", "train.log_every=10", ONE, f"hydra.run.dir={tmp_path}")
     assert p.returncode == 0, p.stderr
     steps = [r["step"] for r in metrics(tmp_path) if r["kind"] == "train"]
-    assert steps == [*range(15), 20, 30, 40, 50, 59]
+    assert steps == [*range(16), 20, 30, 40, 50, 59]  # every warm-up step and the first at the peak: the switch is drawn where it is
 
 
 def test_rerun_identity_ignores_only_what_cannot_change_a_result():
