@@ -208,8 +208,8 @@ def test_second_writer_is_refused_and_a_killed_holder_blocks_nothing(tmp_path):
         assert len(lines) == 1 and f"in use by pid {a.pid} on host {socket.gethostname()}" in lines[0], p.stderr
         r = _result(tmp_path)
         assert r["status"] == "running" and r["seed"] == 0
-        rows = read_metrics(tmp_path / PARTIAL)
-        assert len(rows) >= 20 and [row["step"] for row in rows if row["kind"] == "train"] == list(range(len(rows)))
+        train = [row["step"] for row in read_metrics(tmp_path / PARTIAL) if row["kind"] == "train"]
+        assert len(train) >= 20 and train == list(range(len(train)))  # on a slow machine the holder may also have evaluated
     finally:
         os.killpg(a.pid, signal.SIGKILL)
         a.communicate()
