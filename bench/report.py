@@ -257,6 +257,19 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             continue
         r["_path"] = p
         records.append(r)
+    # the same run twice (two parts of a study that share a grid point): count it once, or its cell's n and
+    # intervals would treat one seed as two
+    seen_hash: dict[str, Path] = {}
+    unique = []
+    for r in records:
+        h = r.get("config_hash")
+        if h is not None and h in seen_hash and r["status"] not in ("running", "failed"):
+            warnings.append(f"duplicate run (same config as {seen_hash[h].parent}) counted once: {r['_path'].parent}")
+            continue
+        if h is not None and r["status"] not in ("running", "failed"):
+            seen_hash[h] = r["_path"]
+        unique.append(r)
+    records = unique
     unfinished = []
     for d in _job_dirs_without_record(root):
         warnings.append(f"job folder without result.json (never started, or crashed before writing): {d}")

@@ -484,3 +484,15 @@ def test_failed_runs_are_named_with_their_error_in_the_readme(tmp_path):
     assert "## Jobs that failed or did not finish" in readme
     assert f"- `{root / '2'}`: RuntimeError: boom in loss()" in readme
     assert any("never finished (status failed" in w and "RuntimeError: boom in loss()" in w for w in res["warnings"])
+
+
+def test_a_run_recorded_twice_counts_once(tmp_path):
+    """Two parts of a study that share a grid point write the same run twice: one seed, not two."""
+    recs = [record(i, seed=i % 3, lr=0.1, acc=0.9 + 0.01 * (i % 3)) for i in range(3)]
+    for r in recs:
+        r["config_hash"] = f"h{r['seed']}"
+    dup = dict(recs[0], started="2026-01-01T00:00:59+00:00")
+    root = write_sweep(tmp_path / "s", [*recs, dup])
+    res = rep.report(root, tmp_path / "out", figures=False)
+    assert int(res["summary"]["n_runs"].iloc[0]) == 3
+    assert any("duplicate run (same config as" in w for w in res["warnings"])
