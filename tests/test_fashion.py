@@ -198,7 +198,7 @@ def test_default_run_learns_the_real_data(tmp_path):
     assert r["task_info"]["official_data"] is True and r["task_info"]["train_examples"] == 55000
 
 
-@pytest.mark.parametrize("preset,jobs", [("goyal_fashion", 75), ("lr_batch_fashion", 72)])
+@pytest.mark.parametrize("preset,jobs", [("goyal_fashion", 75), ("lr_batch_fashion", 72), ("warmup_mechanism", 180)])
 def test_fashion_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
     from hydra import compose, initialize_config_dir
 
@@ -214,6 +214,8 @@ def test_fashion_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
         if preset == "goyal_fashion":  # Goyal's constant and gradual warm-ups start at eta0 = 1/k of the peak
             k32 = compose("config", overrides=[f"experiment={preset}", "batch.size=1024"])
             assert k32.warmup.start_factor == pytest.approx(1 / 32) and k32.batch.base_size == 32
+        elif preset == "warmup_mechanism":
+            assert {"sharpness", "precond_sharpness", "adaptive_step"} <= set(cfg.diagnostics) and cfg.task.norm == "none"
         else:  # lr = lr_ref[optimizer] x lr_centre[batch] x lr_mult
             c = compose("config", overrides=[f"experiment={preset}", "optimizer=adam", "batch.size=64", "lr_mult=0.5", "lr_centre={16:1,32:1,64:4,128:1,256:1,512:1,1024:1,2048:1}"], return_hydra_config=True)
             from hydra.core.hydra_config import HydraConfig
