@@ -80,3 +80,18 @@ def test_table_has_goyals_shape_tests_and_failures(tmp_path):
     assert t["holm_vs_base"].notna().sum() == 3
     md = gt.markdown(gt.table(root))
     assert "| 4 | 128 |" in md and "23.60 ± 0.12" in md and "4/5 [" in md
+
+
+def test_lr_centres_pick_each_batch_best_successful_multiplier(tmp_path):
+    lc = load_script("lr_centres")
+    recs = []
+    for batch, best in ((16, 0.5), (256, 4.0)):
+        for mult in (0.5, 1.0, 2.0, 4.0, 8.0):
+            acc = 0.9 - 0.01 * abs(math.log2(mult / best))
+            status = "diverged" if mult == 8.0 else "completed"
+            r = rec(len(recs), lr=0.1 * mult, batch=batch, acc=acc, test=acc, chance=0.1, status=status)
+            r["config"]["lr_mult"] = mult
+            recs.append(r)
+    root = write_sweep(tmp_path / "coarse", recs)
+    assert lc.centres(root, "sgd") == {16: 0.5, 256: 4.0}
+    assert lc.main([str(root), "--optimizer", "sgd"]) == 0
