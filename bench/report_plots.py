@@ -217,7 +217,9 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
             if k in a.columns:
                 a = a[a[k] == g[k].iloc[0]]
         edge = g["edge"].isin(["low", "high"])
-        err = [g["lr_star_peak"] - g["lr_star_lo"] * g["lr_scale"], g["lr_star_hi"] * g["lr_scale"] - g["lr_star_peak"]]
+        # the seed bootstrap's interval need not contain the fit on all seeds (one seed: the fit's vertex vs the
+        # bootstrap's grid points); a bar is drawn to the interval's far end and never below zero length
+        err = [(g["lr_star_peak"] - g["lr_star_lo"] * g["lr_scale"]).clip(lower=0), (g["lr_star_hi"] * g["lr_scale"] - g["lr_star_peak"]).clip(lower=0)]
         ax.errorbar(g["batch_size"] * shift, g["lr_star_peak"], yerr=err, fmt="o", color=color, ms=7, capsize=3)
         ax.plot(g["batch_size"][edge] * shift, g["lr_star_peak"][edge], "o", color="white", mec=color, ms=7, mew=1.5)
         txt = label or "fit"
