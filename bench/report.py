@@ -1071,6 +1071,18 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     alpha.to_csv(out / "alpha.csv", index=False)
     effect.to_csv(out / "warmup_effect.csv", index=False)
     tables = _tables(sw, summary, best, alpha, effect)
+    noise = noise_table(sw, best, lambda d: curves(d))
+    if len(noise):
+        noise.to_csv(out / "noise_scale.csv", index=False)
+        ngroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
+        tables.append(("Gradient noise scale B_simple (median over the best-LR cell's runs) and where eta*(B) stops growing",
+                       [*(header(sw, k) for k in ngroup), "batch.size", "lr_star (peak)", "B_simple start", "middle", "end", "runs",
+                        f"eta* stops growing at B (local alpha < {CRITICAL_ALPHA})"],
+                       [[*(_fmt(r[k]) for k in ngroup), _fmt(r["batch_size"]), _fmt(r["lr_star_peak"], 3), _fmt(r["noise_start"], 3),
+                         _fmt(r["noise_middle"], 3), _fmt(r["noise_end"], 3), str(r["n_runs"]), _fmt(r["critical_batch"])]
+                        for _, r in noise.iterrows()], []))
+    else:
+        (out / "noise_scale.csv").unlink(missing_ok=True)
     write_markdown(out / "table.md", tables)
     write_latex(out / "table.tex", tables)
     curve_warnings: list[str] = []
@@ -1080,6 +1092,50 @@ def report(root: Path, out: Path | None = None, metric: str | None = None, figur
     warns = report_warnings(sw, summary, best, alpha) + curve_warnings
     write_readme(out / "README.md", sw, summary, [f.name for f in figures], tables, warns)
     return {"out": out, "figures": figures, "summary": summary, "best": best, "alpha": alpha, "effect": effect, "warnings": warns, "tables": tables}
+
+
+CRITICAL_ALPHA = 0.25  # eta* "stops growing" once doubling the batch raises it by less than 2^0.25 (local alpha < 0.25)
+
+
+def noise_table(sw: Sweep, best: pd.DataFrame, read_curves) -> pd.DataFrame:
+    """For sweeps whose runs logged ``noise_scale``: per group and batch size, the gradient noise scale B_simple at
+    the start, middle and end of training (first, middle and last measurement; median over the runs of the batch's
+    best-LR cell), the best LR there (``lr_star_peak``), and per group ``critical_batch``: the smallest batch size from
+    which doubling the batch raises eta* by less than a factor 2^CRITICAL_ALPHA (the local exponent between
+    neighbouring batch sizes falls below CRITICAL_ALPHA), i.e. where the measured eta*(B) stops growing. Empty when no
+    run has the probe. McCandlish et al. 2018: the linear rule can hold for batches well below B_simple."""
+    cols = [*[k for k in sw.keys if k not in ("lr_base", "batch_size")], "batch_size", "lr_star_peak", "noise_start", "noise_middle",
+            "noise_end", "n_runs", "critical_batch"]
+    group = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
+    out = []
+    ok = best[best["eligible"] & np.isfinite(best["lr_star_peak"].astype(float))]
+    for key, g in ok.groupby(group, dropna=False) if group else [((), ok)]:
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values("batch_size")
+        bs, lrs = g["batch_size"].astype(float).tolist(), g["lr_star_peak"].astype(float).tolist()
+        critical = math.nan
+        for i in range(len(bs) - 1):
+            if math.log(lrs[i + 1] / lrs[i]) / math.log(bs[i + 1] / bs[i]) < CRITICAL_ALPHA:
+                critical = bs[i]
+                break
+        for _, row in g.iterrows():
+            runs = sw.runs
+            for k in sw.keys:
+                runs = runs[runs[k] == row[k]]
+            series = []
+            for d in runs.loc[runs["success"], "dir"]:
+                m = read_curves(d)
+                if not m.empty and "noise_scale" in m:
+                    t = m[m["noise_scale"].notna()].sort_values("step")["noise_scale"].to_numpy(float)
+                    if len(t):
+                        series.append((t[0], t[len(t) // 2], t[-1]))
+            if not series:
+                continue
+            arr = np.array(series)
+            out.append(dict(zip(group, key)) | {"batch_size": row["batch_size"], "lr_star_peak": row["lr_star_peak"],
+                        "noise_start": float(np.median(arr[:, 0])), "noise_middle": float(np.median(arr[:, 1])),
+                        "noise_end": float(np.median(arr[:, 2])), "n_runs": len(series), "critical_batch": critical})
+    return pd.DataFrame(out, columns=cols)
 
 
 def print_summary(res: dict, file=sys.stdout, warn_file=sys.stderr) -> None:

@@ -279,3 +279,29 @@ def test_real_sweep_shows_diverged_and_dead_lrs_as_failures(tmp_path):
     assert list(e["warmup"]) == ["linear"] and e["n_pairs"].iloc[0] == 2 and e["stable_lr_none"].iloc[0] in (0.05, 1e-6)
     readme = (out / "README.md").read_text()
     assert "### Warm-up effect against none" in readme and "fewer than 5 seeds" in readme
+
+
+def test_noise_table_and_where_eta_star_stops_growing(tmp_path):
+    """Best LR 0.1 at batch 16, 0.4 at 64 (alpha 1), 0.45 at 256 (local alpha 0.08 < 0.25): eta* stops growing at 64.
+    Each run logs noise_scale 10, 20, 40 at steps 0, 50, 90: start, middle and end are those."""
+    import json
+
+    recs = []
+    for batch, best in ((16, 0.1), (64, 0.4), (256, 0.45)):
+        for lr in (best / 2, best, best * 2):
+            for seed in range(5):
+                acc = 0.9 - 0.05 * math.log(lr / best) ** 2
+                recs.append(rec(len(recs), batch=batch, base=16, lr=lr, seed=seed, acc=acc, test=acc, chance=0.1))
+    root = write_sweep(tmp_path / "s", recs)
+    for d in root.iterdir():
+        with open(d / "metrics.jsonl", "a") as f:
+            for step, v in ((0, 10.0), (50, 20.0), (90, 40.0)):
+                f.write(json.dumps({"kind": "probe", "step": step, "noise_scale": v}) + "\n")
+    rep.report(root, tmp_path / "out", figures=False)
+    t = pd.read_csv(tmp_path / "out" / "noise_scale.csv")
+    assert list(t["batch_size"]) == [16, 64, 256] and (t["critical_batch"] == 64).all()
+    assert (t[["noise_start", "noise_middle", "noise_end"]].to_numpy() == [10.0, 20.0, 40.0]).all() and (t["n_runs"] == 5).all()
+    assert t["lr_star_peak"].tolist() == pytest.approx([0.1, 0.4, 0.45], rel=1e-6)
+    assert "eta* stops growing at B" in (tmp_path / "out" / "table.md").read_text()
+    plain = rep.report(write_sweep(tmp_path / "p", recs[:3]), tmp_path / "out2", figures=False)
+    assert not (tmp_path / "out2" / "noise_scale.csv").exists() and plain["tables"]
