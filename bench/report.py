@@ -1115,6 +1115,8 @@ def noise_table(sw: Sweep, best: pd.DataFrame, read_curves) -> pd.DataFrame:
         bs, lrs = g["batch_size"].astype(float).tolist(), g["lr_star_peak"].astype(float).tolist()
         critical = math.nan
         for i in range(len(bs) - 1):
+            if min(lrs[i], lrs[i + 1]) <= 0 or min(bs[i], bs[i + 1]) <= 0 or bs[i + 1] == bs[i]:
+                continue  # malformed values: no exponent between these two
             if math.log(lrs[i + 1] / lrs[i]) / math.log(bs[i + 1] / bs[i]) < CRITICAL_ALPHA:
                 critical = bs[i]
                 break
