@@ -40,12 +40,16 @@ def run(overrides: Sequence[str] = (), output_dir: str | Path | None = None, con
         hydra_cfg.runtime.output_dir = str(out.resolve())
         hydra_cfg.mode = RunMode.RUN
         hydra_cfg.job.name = "api"
+    saved = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(cfg)
-    job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    OmegaConf.set_struct(job_cfg, True)
-    validate(job_cfg)  # before anything is written, as on the command line
-    hydra_dir = out / ".hydra"
-    hydra_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(job_cfg, hydra_dir / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
-    return app.run(job_cfg)
+    try:
+        job_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        OmegaConf.set_struct(job_cfg, True)
+        validate(job_cfg)  # before anything is written, as on the command line
+        hydra_dir = out / ".hydra"
+        hydra_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(job_cfg, hydra_dir / "config.yaml")
+        OmegaConf.save(OmegaConf.create(list(overrides)), hydra_dir / "overrides.yaml")
+        return app.run(job_cfg)
+    finally:  # the caller's process is left as it was: no Hydra job seems to run after this returns
+        HydraConfig.instance().cfg = saved

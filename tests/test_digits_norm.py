@@ -53,6 +53,9 @@ def test_norm_batch_trains_and_records_its_norm(tmp_path, monkeypatch):
     losses = [row["train_loss"] for row in metrics(tmp_path) if row["kind"] == "train"]
     assert losses[-1] < 0.5 * losses[0]  # momentum SGD at 0.1, 64 images per step: 2.3-2.5 -> 0.02-0.05 over seeds 0-2
     assert r["final"]["val_acc"] > 0.8  # chance is 0.1; seen 0.955-0.989 over seeds 0-2
+    from hydra.core.hydra_config import HydraConfig
+
+    assert not HydraConfig.initialized()  # bench.run leaves no Hydra job behind in the caller's process
 
 
 def test_bad_norm_is_refused_naming_the_allowed_values():
