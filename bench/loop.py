@@ -232,7 +232,12 @@ class _MeasureBatch:
         if size not in self.cache:
             with torch.random.fork_rng(devices=[]):
                 gen = torch.Generator().manual_seed(self.seed * 100_003 + 7_919)  # not any epoch's data-order seed
-                self.cache[size] = next(iter(self.task.train_batches(size, 0, 0, gen)))
+                batch = next(iter(self.task.train_batches(size, 0, 0, gen)), None)
+                if batch is None:
+                    from bench.errors import ConfigError
+
+                    raise ConfigError(f"a probe's measurement batch of {size} examples is larger than the training set ({self.task.train_size()}): lower diagnostics.<probe>.batch")
+                self.cache[size] = batch
         return self.cache[size]
 
 

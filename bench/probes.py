@@ -337,7 +337,11 @@ class NoiseScale(Probe):
     def estimates(self, ctx: ProbeContext, name: str) -> tuple[float, float]:
         """(tr(Sigma), |G|^2) estimated from one fresh batch."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + ctx.step)
-        batch = next(iter(ctx.task.train_batches(self.batch, 0, 0, gen)))
+        batch = next(iter(ctx.task.train_batches(self.batch, 0, 0, gen)), None)
+        if batch is None:
+            from bench.errors import bad
+
+            raise bad(f"diagnostics.{self.key()}.batch", self.batch, f"at most the training set size {ctx.task.train_size()}")
         params = _params(ctx.models[name])
         total, small_sq = None, 0.0
         with frozen_all(ctx.models):

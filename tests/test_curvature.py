@@ -280,3 +280,13 @@ def test_rmsprop_state_is_read_as_a_preconditioner():
     out = PrecondSharpness(every=1, batch=48, iters=5).measure(ctx)
     assert out["precond_sharpness_limit"] == pytest.approx(2 / 0.01) and out["precond_sharpness"] > 0
     assert "adaptive_step_p50" in AdaptiveStep(every=1).measure(ctx)
+
+
+def test_a_probe_batch_larger_than_the_data_is_named():
+    task = Regression(n=40)
+    model = _mlp()
+    ctx = ProbeContext(step=0, task=task, models={"model": model}, optimizers={"model": torch.optim.SGD(model.parameters(), lr=0.1)},
+                       lrs={"model": 0.1}, measure_batch=None)
+    task.train_size = lambda: 40
+    with pytest.raises(ConfigError, match=r"diagnostics\.noise_scale\.batch=64 is not allowed: at most the training set size 40"):
+        NoiseScale(every=1, batch=64, parts=8).estimates(ctx, "model")
