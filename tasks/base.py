@@ -208,6 +208,58 @@ class Task(ABC):
         return {}
 
 
+class TensorClassifier(Task):
+    """A classifier whose three splits live on the device as tensors (digits, Fashion-MNIST): a batch is an index.
+
+    Subclasses set ``self.model`` and ``x_train``, ``y_train``, ``x_val``, ``y_val``, ``x_test``, ``y_test`` in their
+    constructor. Metrics: ``val_acc`` (primary) and ``val_loss``; ``evaluate("train")`` scores the training split.
+    ``eval_batch_size`` (None: one pass over the split) bounds the memory of an evaluation.
+    """
+
+    metrics = {"val_acc": "max", "val_loss": "min"}
+    train_eval = True  # evaluate("train"): the whole training split, for the generalization gap
+    eval_batch_size: int | None = None
+    model: nn.Module
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def train_size(self) -> int:
+        return len(self.x_train)
+
+    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
+        perm = torch.randperm(len(self.x_train), generator=generator).to(self.device)
+        for i in range(start, len(perm) // batch_size):
+            idx = perm[i * batch_size : (i + 1) * batch_size]
+            yield self.x_train[idx], self.y_train[idx]
+
+    def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        x, y = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}.get(split, (self.x_val, self.y_val))
+        self.model.eval()
+        if self.eval_batch_size is None:
+            logits = self.model(x).float()
+            out = {"val_loss": torch.nn.functional.cross_entropy(logits, y).item(), "val_acc": (logits.argmax(1) == y).float().mean().item()}
+        else:
+            loss_sum, correct = 0.0, 0
+            for lo in range(0, len(x), self.eval_batch_size):
+                logits = self.model(x[lo : lo + self.eval_batch_size]).float()
+                yy = y[lo : lo + self.eval_batch_size]
+                loss_sum += torch.nn.functional.cross_entropy(logits, yy, reduction="sum").item()
+                correct += int((logits.argmax(1) == yy).sum())
+            out = {"val_loss": loss_sum / len(x), "val_acc": correct / len(x)}
+        self.model.train()
+        return out
+
+    def split_sizes(self) -> dict:
+        return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "test_examples": len(self.x_test),
+                "parameters": count_parameters(self.model)}
+
+
 def _split(batch: Batch, parts: int) -> list[Batch]:
     if parts == 1:
         return [batch]

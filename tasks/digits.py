@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import math
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from torch import nn
 
 from bench.errors import bad
 from tasks import checks
-from tasks.base import Task, count_parameters
+from tasks.base import TensorClassifier
 
 DIGITS_IMAGES = 1797  # scikit-learn's bundled set: a fixed size, so split sizes are known without loading it
 # images per class 0..9 in the bundled set (fixed data): the stratified split sizes follow without loading it
@@ -135,15 +134,13 @@ class DigitsCNN(nn.Module):
         return self.fc2(self.features(x))
 
 
-class DigitsTask(Task):
+class DigitsTask(TensorClassifier):
     """Classify 8x8 digits; metrics: val_acc (primary, higher is better) and val_loss.
 
     Three fixed stratified splits (train / validation / test, :func:`load_digits_three_way`):
     validation for evaluations during training and model selection, test once at the end.
     """
 
-    metrics = {"val_acc": "max", "val_loss": "min"}
-    train_eval = True  # evaluate("train"): the whole training split, for the generalization gap
     chance = {"val_acc": 0.1, "val_loss": math.log(10)}  # 10 balanced classes: a uniform guess
 
     @classmethod
@@ -169,33 +166,5 @@ class DigitsTask(Task):
         self.x_test, self.y_test = xs.to(device), ys.to(device)
         self.model = DigitsCNN(tuple(cfg.channels), cfg.hidden, batch_norm=cfg.norm == "batch").to(device)
 
-    @property
-    def models(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
-
-    def train_size(self) -> int:
-        return len(self.x_train)
-
-    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
-        perm = torch.randperm(len(self.x_train), generator=generator).to(self.device)
-        for i in range(start, len(perm) // batch_size):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            yield self.x_train[idx], self.y_train[idx]
-
-    def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(model(x), y)
-
-    def evaluate(self, split: str = "val") -> dict[str, float]:
-        x, y = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}.get(split, (self.x_val, self.y_val))
-        self.model.eval()
-        logits = self.model(x).float()
-        self.model.train()
-        return {
-            "val_loss": F.cross_entropy(logits, y).item(),
-            "val_acc": (logits.argmax(1) == y).float().mean().item(),
-        }
-
     def extra_record(self) -> dict:
-        return {"train_examples": len(self.x_train), "val_examples": len(self.x_val), "test_examples": len(self.x_test),
-                "parameters": count_parameters(self.model), "norm": self.cfg.norm}
+        return self.split_sizes() | {"norm": self.cfg.norm}

@@ -35,7 +35,6 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from torch import nn
 
 from bench.errors import ConfigError, bad
 from tasks import checks
-from tasks.base import Task, count_parameters, decay_groups
+from tasks.base import TensorClassifier, decay_groups
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FILES = {
@@ -291,11 +290,9 @@ def _positive_ints(key: str, v, allowed: str) -> list[int]:
 # ---------------------------------------------------------------- the task
 
 
-class FashionTask(Task):
+class FashionTask(TensorClassifier):
     """Classify Fashion-MNIST; metrics: val_acc (primary, higher is better) and val_loss."""
 
-    metrics = {"val_acc": "max", "val_loss": "min"}
-    train_eval = True  # evaluate("train"): the whole training split, for the generalization gap
     chance = {"val_acc": 1 / CLASSES, "val_loss": math.log(CLASSES)}
 
     @classmethod
@@ -344,48 +341,18 @@ class FashionTask(Task):
         else:
             self.model = SmallResNet(list(cfg.channels), cfg.blocks, cfg.norm, cfg.ghost_size, cfg.zero_init_last)
         self.model.to(device)
+        self.eval_batch_size = cfg.eval_batch_size
 
     def _normalise(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) as ``(x / 255 - mean) / std``."""
         x = torch.from_numpy(images.copy()).float().div_(255).unsqueeze(1)
         return x.sub_(self.cfg.mean).div_(self.cfg.std)
 
-    @property
-    def models(self) -> dict[str, nn.Module]:
-        return {"model": self.model}
-
     def optimizer_params(self, name: str, model: nn.Module):
         return model.parameters() if self.cfg.decay_norm_bias else decay_groups(model)
 
-    def train_size(self) -> int:
-        return len(self.x_train)
-
-    def train_batches(self, batch_size: int, epoch: int, start: int, generator: torch.Generator) -> Iterator:
-        perm = torch.randperm(len(self.x_train), generator=generator).to(self.device)
-        for i in range(start, len(perm) // batch_size):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            yield self.x_train[idx], self.y_train[idx]
-
-    def loss(self, name: str, model: nn.Module, batch) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(model(x), y)
-
-    def evaluate(self, split: str = "val") -> dict[str, float]:
-        x, y = {"test": (self.x_test, self.y_test), "train": (self.x_train, self.y_train)}.get(split, (self.x_val, self.y_val))
-        self.model.eval()
-        loss_sum, correct = 0.0, 0
-        for lo in range(0, len(x), self.cfg.eval_batch_size):
-            logits = self.model(x[lo : lo + self.cfg.eval_batch_size]).float()
-            yy = y[lo : lo + self.cfg.eval_batch_size]
-            loss_sum += F.cross_entropy(logits, yy, reduction="sum").item()
-            correct += int((logits.argmax(1) == yy).sum())
-        self.model.train()
-        return {"val_loss": loss_sum / len(x), "val_acc": correct / len(x)}
-
     def extra_record(self) -> dict:
-        return {
-            "train_examples": len(self.x_train), "val_examples": len(self.x_val), "test_examples": len(self.x_test),
-            "parameters": count_parameters(self.model),
+        return self.split_sizes() | {
             "data_folder": str(self.files["train_images"].parent),
             "sha256": self.sha256,  # of each file's decompressed bytes
             "official_data": self.sha256 == OFFICIAL_SHA256,
