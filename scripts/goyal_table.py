@@ -94,18 +94,6 @@ def exact_two_sample_pvalue(a, b) -> float:
     return hits / count
 
 
-def t_pvalue_paired(d) -> float:
-    """Two-sided paired t-test p of mean(d) = 0 (nan below 2 pairs; 1 when every difference is 0)."""
-    from scipy.stats import ttest_1samp
-
-    d = np.asarray(d, float)
-    if len(d) < 2:
-        return math.nan
-    if np.all(d == d[0]):
-        return 1.0 if d[0] == 0 else 0.0
-    return float(ttest_1samp(d, 0.0).pvalue)
-
-
 def welch_pvalue(a, b) -> float:
     """Two-sided Welch t-test p of mean(a) = mean(b) (nan with fewer than 2 values on a side)."""
     from scipy.stats import ttest_ind
@@ -164,7 +152,7 @@ def table(root: Path) -> pd.DataFrame:
                     if len(paired):
                         d = (paired["test_err"] - paired["test_err_none"]).tolist()
                         row["diff_vs_none"], row["p_exact_vs_none"] = float(np.mean(d)), stats.paired_permutation_pvalue(d)
-                        row["p_vs_none"] = t_pvalue_paired(d)
+                        row["p_vs_none"] = stats.paired_t_pvalue(d)
                 if k > 1 and errs and base_ok:
                     row["diff_vs_base"] = float(np.mean(errs) - np.mean(base_ok))
                     row["diff_vs_base_lo"], row["diff_vs_base_hi"] = welch_interval(errs, base_ok)
