@@ -198,7 +198,7 @@ def test_default_run_learns_the_real_data(tmp_path):
     assert r["task_info"]["official_data"] is True and r["task_info"]["train_examples"] == 55000
 
 
-@pytest.mark.parametrize("preset,jobs", [("goyal_fashion", 75), ("lr_batch_fashion", 72), ("warmup_mechanism", 180)])
+@pytest.mark.parametrize("preset,jobs", [("goyal_fashion", 75), ("lr_batch_fashion", 72), ("warmup_mechanism", 90)])
 def test_fashion_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
     from hydra import compose, initialize_config_dir
 
@@ -216,6 +216,7 @@ def test_fashion_presets_compose_and_count_their_jobs(tmp_path, preset, jobs):
             assert k32.warmup.start_factor == pytest.approx(1 / 32) and k32.batch.base_size == 32
         elif preset == "warmup_mechanism":
             assert {"sharpness", "precond_sharpness", "adaptive_step"} <= set(cfg.diagnostics) and cfg.task.norm == "none"
+            assert cfg.train.diverge_factor is None  # a catapult (transient spike) is not a failure here
         else:  # lr = lr_ref[optimizer] x lr_centre[batch] x lr_mult
             c = compose("config", overrides=[f"experiment={preset}", "optimizer=adam", "batch.size=64", "lr_mult=0.5", "lr_centre={16:1,32:1,64:4,128:1,256:1,512:1,1024:1,2048:1}"], return_hydra_config=True)
             from hydra.core.hydra_config import HydraConfig
