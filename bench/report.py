@@ -302,8 +302,10 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             extra_vals[k].append(str(r["_cells"][k]))
     varying = sorted(k for k, v in extra_vals.items() if len(set(v)) > 1 and k not in NOT_CELL and k not in BASE_KEYS)
     # A key fixed by the other cell keys (an LR multiplier next to lr_base) would only split groups: drop it.
+    # Keys with many values go first: a per-part lookup table (lr_centre) is dropped, and the few-valued keys that
+    # name the parts (batch=sde, train.steps=400) stay as the readable columns.
     table = pd.DataFrame([{k: str(r["_cells"][k]) for k in varying} | {k: str(_base_value(r, k)) for k in BASE_KEYS} for r in records])
-    for k in list(varying):
+    for k in sorted(varying, key=lambda c: (-table[c].nunique(), c)):
         others = BASE_KEYS + [v for v in varying if v != k]
         if table.groupby(others)[k].nunique().max() == 1:
             varying.remove(k)

@@ -176,6 +176,22 @@ def test_lr_multiplier_key_does_not_split_cells(tmp_path):
     assert sorted(res["best"]["lr_base"]) == [0.001, 0.1]
 
 
+def test_a_per_part_lookup_key_gives_way_to_the_keys_that_name_the_parts(tmp_path):
+    """Parts of one study differ in a few-valued key (train.steps) and in a per-part table (lr_centre): the readable
+    key stays as the column and the table is dropped, whichever comes first alphabetically."""
+    recs = []
+    for scaling, steps, centre in (("sqrt", 100, '{"64": 2}'), ("sqrt", 400, '{"64": 4}'), ("none", 100, '{"64": 8}')):
+        for lr in (0.1, 0.2):
+            for seed in (0, 1):
+                r = record(len(recs), lr=lr, seed=seed, acc=0.9 + lr / 10, scaling=scaling)
+                r["overrides"] += [f"train.steps={steps}", f"lr_centre={centre}"]
+                r["config"] |= {"train": {"steps": steps}, "lr_centre": json.loads(centre)}
+                recs.append(r)
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    assert {"batch", "train.steps"} <= set(res["summary"].columns) and "lr_centre" not in res["summary"].columns
+    assert len(res["best"]) == 3
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "bench.report", *map(str, args)], cwd=ROOT, env=bench_env(), capture_output=True, text=True, timeout=120)
 
