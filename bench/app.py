@@ -190,6 +190,7 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "metric_modes": dict(task.metrics),
         "outcomes": declared_outcomes(task.outcomes),
         "chance": dict(task.chance),
+        "arm_keys": dict(task.arm_keys),
         "task_info": task.extra_record(),
         "output_dir": str(job.out_dir),
         "sweep_dir": job.sweep_dir,
