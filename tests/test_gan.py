@@ -160,7 +160,32 @@ def test_dcgan_produces_the_image_size(tmp_path, monkeypatch, size):
     assert loss.ndim == 0 and set(stats) == {"d_acc_real", "d_acc_fake"}
     with torch.no_grad():
         m = task.evaluate()
-    assert set(m) == {"fd", "class_entropy", "classes"} and m["fd"] > 0
+    assert set(m) == {"fd", "class_entropy", "classes", "d_acc_real", "d_acc_fake"} and m["fd"] > 0
+    assert task.x_heldout.shape == (359, 1, size, size)  # D's real examples at evaluations: the val images, as D sees images
+    _force_d(task.discriminator.head, +5.0)
+    with torch.no_grad():
+        assert {k: task.evaluate()[k] for k in ("d_acc_real", "d_acc_fake")} == {"d_acc_real": 1.0, "d_acc_fake": 0.0}
+    info = task.extra_record()
+    assert info["floor"] == {"fd": info["fd_floor"]["mean"]} and info["fd_floor"]["mean"] > 0
+    assert info["fd_floor"]["sizes"] == [1000, 797] and info["fd_floor"]["splits"] == 20  # an evaluation's 1000 against the other 797 digits
+
+
+def _force_d(head: torch.nn.Linear, logit: float) -> None:
+    """Make D answer ``logit`` for every input: zero weights, bias = logit."""
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(logit)
+
+
+def test_evaluation_scores_d_on_held_out_real_and_the_evaluation_fakes():
+    _, task = ring()
+    assert task.real_eval["val"].shape == (2000, 2) and not torch.equal(task.real_eval["val"], task.real_eval["test"])
+    with torch.no_grad():
+        m = task.evaluate()
+        for logit, expected in ((5.0, {"d_acc_real": 1.0, "d_acc_fake": 0.0}), (-5.0, {"d_acc_real": 0.0, "d_acc_fake": 1.0})):
+            _force_d(task.discriminator[-1], logit)  # D calls everything real, then everything fake
+            assert {k: v for k, v in task.evaluate().items() if k.startswith("d_acc")} == expected
+    assert 0 <= m["d_acc_real"] <= 1 and 0 <= m["d_acc_fake"] <= 1 and task.discriminator.training  # back in training mode
 
 
 # ---------------------------------------------------------------- short real runs
