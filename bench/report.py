@@ -16,6 +16,8 @@ Reads every ``result.json`` under a multirun directory (basic and joblib layouts
   and a ``README.md`` with the sweep command, commit, hardware, wall time and warnings.
 
 Every statistic is defined in docs/report.md (Definitions); the primitives are in ``bench/stats.py``.
+A run's metric is read from the block its record names (``metric_block``): the final evaluation, or with
+``train.average_last`` the mean of the last K evaluations (``final_avg``, and ``test_avg`` for test).
 Selection always uses the validation metric; the tables report the held-out test metric when every
 successful run has it (``result.json["test"]``), else validation, and say so.
 """
