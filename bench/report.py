@@ -66,7 +66,8 @@ class Sweep:
     ``test_name`` / ``test_metric`` (its held-out test value from the same block, NaN when the record has none),
     ``chance`` (what a run that learned nothing scores on the metric, NaN when the record does not say), ``floor``
     (the best value real data reaches, ``task_info.floor``, NaN when the task states none), ``final_<m>`` /
-    ``best_<m>`` (and ``avg_<m>`` for averaging runs) for every task metric, steps, wall time, provenance and ``dir``.
+    ``best_<m>`` (and ``avg_<m>`` for averaging runs) for every task metric, ``final_<m>`` / ``avg_<m>`` for the other
+    values of the evaluations (a GAN's ``d_acc_real``, ``d_acc_fake``), steps, wall time, provenance and ``dir``.
     """
 
     root: Path
@@ -408,6 +409,11 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             row[f"best_{m}"] = _number(best.get(m))
             if averaged:
                 row[f"avg_{m}"] = _number(averaged.get(m))
+        for m in dict.fromkeys([*final, *averaged]):  # evaluation values that are no task metric (a GAN's D accuracy)
+            if m not in r["metric_modes"]:
+                row[f"final_{m}"] = _number(final.get(m))
+                if averaged:
+                    row[f"avg_{m}"] = _number(averaged.get(m))
         # the generalization gap: test loss minus the loss on the training set, both at the end (tasks with train_eval)
         train_set = r.get("train_set") or {}
         if ok and "train_set_loss" in train_set and "test_loss" in test:

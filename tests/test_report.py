@@ -517,7 +517,7 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
 def _averaged(r: dict, avg: float, k: int = 5, evals: int = 5) -> dict:
     """Record ``r`` as written with train.average_last=k: its final block kept, the mean of its last evaluations in final_avg."""
     r = dict(r, metric_block="final_avg", average_last=k, final_avg_steps=list(range(99 - 10 * (evals - 1), 100, 10)))
-    r["final_avg"] = {"val_acc": avg, "val_loss": 1 - avg}
+    r["final_avg"] = {"val_acc": avg, "val_loss": 1 - avg, "d_acc_real": 0.75}  # and a value that is no task metric
     r["test"] = {"test_acc": 0.5, "test_loss": 0.5}
     r["test_avg"] = {"test_acc": avg - 0.01, "test_loss": 1.01 - avg}
     return r
@@ -541,6 +541,7 @@ def test_the_tables_use_the_averaged_block_when_the_records_name_it(tmp_path):
     runs = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert set(runs["metric_block"]) == {"final_avg"} and (runs["avg_evals"] == 5).all()
     assert runs["final_val_acc"].eq(0.1).all() and runs["avg_val_acc"].max() == pytest.approx(0.90)
+    assert runs["avg_d_acc_real"].eq(0.75).all() and "best_d_acc_real" not in runs
     md = (tmp_path / "out" / "table.md").read_text()
     assert "Cells: success rate and val_acc (mean of the last 5 evaluations)" in md
     assert "Best LR per group: selected on val_acc (mean of the last 5 evaluations)" in md
