@@ -1,7 +1,7 @@
 """GAN tasks: two models (discriminator, then generator), each with its own optimizer and schedule.
 
-- :class:`MixtureGanTask` (``gan_ring``, ``gan_grid``): MLP generator and discriminator on a 2-D
-  mixture of Gaussians (8 on a ring, or 5 x 5 on a grid); metrics from :func:`tasks.gan_metrics.mode_stats`.
+- :class:`MixtureGanTask` (``gan_ring``): MLP generator and discriminator on a 2-D mixture of Gaussians
+  (8 on a ring); metrics from :func:`tasks.gan_metrics.mode_stats`.
 - :class:`DigitsGanTask` (``dcgan_digits``): a DCGAN-style convolutional pair on scikit-learn's 8x8
   digits; metrics: Fréchet distance in the feature space of a small digits classifier (trained once
   and cached on disk), with its real-vs-real floor, and the entropy of that classifier's labels on
@@ -45,7 +45,7 @@ from bench.errors import bad
 from tasks import checks
 from tasks.base import ModelSpec, Task, count_parameters
 from tasks.digits import DigitsCNN, check_split, digits_train_size, load_digits_split
-from tasks.gan_metrics import frechet_distance, frechet_floor, grid_centres, label_entropy, mode_stats, ring_centres
+from tasks.gan_metrics import frechet_distance, frechet_floor, label_entropy, mode_stats, ring_centres
 
 MODELS = ("discriminator", "generator")
 WARMUP_ON = ("generator", "discriminator", "both", "none")
@@ -199,11 +199,9 @@ def mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
 
 
 class MixtureGanTask(GanTask):
-    """A 2-D mixture of equal-weight isotropic Gaussians (std ``sigma``), sampled fresh every batch.
-
-    ``mixture=ring``: ``modes`` centres on a circle of radius ``scale``; ``mixture=grid``: a
-    sqrt(modes) x sqrt(modes) grid with ``scale`` between neighbours. An epoch is a nominal
-    ``epoch_samples`` examples (the data is infinite). Generator: MLP z -> 2; discriminator: MLP 2 -> 1.
+    """A 2-D mixture of equal-weight isotropic Gaussians (std ``sigma``), sampled fresh every batch: ``modes``
+    centres on a circle of radius ``scale``. An epoch is a nominal ``epoch_samples`` examples (the data is
+    infinite). Generator: MLP z -> 2; discriminator: MLP 2 -> 1.
     """
 
     metrics = {"modes": "max", "hq_frac": "max", "mode_kl": "min"}
@@ -211,10 +209,7 @@ class MixtureGanTask(GanTask):
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         super().check_config(cfg)
-        checks.choice("task.mixture", cfg.mixture, ("ring", "grid"), "ring or grid")
-        k = checks.int_at_least("task.modes", cfg.modes, 1, "an integer >= 1: a mixture needs at least one mode")
-        if cfg.mixture == "grid" and math.isqrt(k) ** 2 != k:
-            raise bad("task.modes", k, "a perfect square for mixture=grid (e.g. 25 for 5 x 5)")
+        checks.int_at_least("task.modes", cfg.modes, 1, "an integer >= 1: a mixture needs at least one mode")
         checks.positive("task.sigma", cfg.sigma)
         checks.positive("task.scale", cfg.scale)
         checks.number_in("task.min_mode_share", cfg.min_mode_share, 0, 1, "a fraction in [0, 1]")
@@ -229,9 +224,7 @@ class MixtureGanTask(GanTask):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        k = cfg.modes
-        side = math.isqrt(k)
-        self.centres = ring_centres(k, cfg.scale) if cfg.mixture == "ring" else grid_centres(side, cfg.scale)
+        self.centres = ring_centres(cfg.modes, cfg.scale)
         h = cfg.hidden
         self.generator = mlp([cfg.z_dim] + [h] * cfg.layers + [2], nn.ReLU).to(device)
         self.discriminator = mlp([2] + [h] * cfg.layers + [1], lambda: nn.LeakyReLU(0.2)).to(device)

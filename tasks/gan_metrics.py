@@ -1,7 +1,7 @@
 """GAN sample-quality metrics as pure functions of tensors (no models, no state).
 
 - :func:`mode_stats`: mode coverage, high-quality fraction and mode-histogram KL for
-  samples of a Gaussian mixture with known centres (the 2-D ring and grid tasks).
+  samples of a Gaussian mixture with known centres (the 2-D ring task).
 - :func:`frechet_distance`: the Fréchet distance between two Gaussians fitted to
   feature sets (as in FID, here in a small digits classifier's feature space).
 - :func:`frechet_floor`: the Fréchet distance between disjoint halves of real data, over random
@@ -22,16 +22,6 @@ def ring_centres(modes: int, radius: float) -> torch.Tensor:
     """``modes`` centres evenly spaced on a circle: (r cos 2πk/K, r sin 2πk/K), k = 0..K-1; shape (K, 2)."""
     angle = 2 * math.pi * torch.arange(modes, dtype=torch.float64) / modes
     return (radius * torch.stack([angle.cos(), angle.sin()], 1)).float()
-
-
-def grid_centres(side: int, spacing: float) -> torch.Tensor:
-    """A ``side x side`` grid centred on the origin with ``spacing`` between neighbours; shape (side², 2).
-
-    side = 5, spacing = 2 gives the usual {-4, -2, 0, 2, 4}² grid.
-    """
-    axis = (torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * spacing
-    gx, gy = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], 1).float()
 
 
 def mode_stats(samples: torch.Tensor, centres: torch.Tensor, sigma: float, min_share: float) -> dict:

@@ -99,7 +99,6 @@ def test_two_lrs_follow_their_own_schedules_in_a_real_run(tmp_path):
     [
         (["task=gan_ring", "task.warmup_on=critic"], "task.warmup_on='critic'"),
         (["task=gan_ring", "task.modes=0"], "task.modes=0"),
-        (["task=gan_grid", "task.modes=24"], "task.modes=24"),
         (["task=gan_ring", "task.lr_mult.generator=0"], "task.lr_mult.generator=0"),
         (["task=gan_ring", "task.loss=wgan"], "task.loss='wgan'"),
         (["task=dcgan_digits", "task.image_size=12"], "task.image_size=12"),
@@ -217,21 +216,6 @@ def test_ring_run_learns_the_modes(tmp_path):
     # seen over seeds 0-2: best modes 6-8, hq_frac 0.61-0.76, mode_kl 0.03-0.10 (final: 6-8 modes, 0.50-0.74, 0.05-0.23)
     best = r["best"]
     assert best["modes"] >= 4 and best["hq_frac"] > 0.3 and best["mode_kl"] < 0.5
-
-
-@pytest.mark.slow
-def test_grid_run_improves(tmp_path):
-    p = run_bench("task=gan_grid", *ADAM, "optimizer.lr=0.001", "train.steps=800", "train.eval_every=100", "train.log_every=50", ONE_THREAD, f"hydra.run.dir={tmp_path}")
-    assert p.returncode == 0, p.stderr
-    r = json.loads((tmp_path / "result.json").read_text())
-    assert r["steps"] == 800 and r["status"] in ("completed", "collapsed")
-    # Untrained, the samples sit at the origin: all on the centre mode (hq_frac ~1), so the KL to the
-    # uniform mixture is ln 25. 800 steps spread them over the grid (best KL seen 0.54-0.68 over seeds
-    # 0-2) without yet concentrating them within 3 sigma of the modes (hq_frac seen <= 0.27; the
-    # coverage rule then calls the run collapsed), so only the spread is asserted.
-    before = _untrained_mixture("gan_grid", r["seed"])
-    assert before["mode_kl"] == pytest.approx(math.log(25))
-    assert r["best"]["mode_kl"] < 1.5
 
 
 @pytest.mark.slow
