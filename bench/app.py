@@ -184,9 +184,13 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "steps_per_epoch": plan.steps_per_epoch,
         "world_size": job.dist.world_size,
         "primary_metric": next(iter(task.metrics)),
+        # which block the report reads the metric from: the last evaluation, or the mean of the last K (train.average_last)
+        "metric_block": "final_avg" if cfg.train.get("average_last") else "final",
+        "average_last": cfg.train.get("average_last"),
         "metric_modes": dict(task.metrics),
         "outcomes": declared_outcomes(task.outcomes),
         "chance": dict(task.chance),
+        "arm_keys": dict(task.arm_keys),
         "task_info": task.extra_record(),
         "output_dir": str(job.out_dir),
         "sweep_dir": job.sweep_dir,
@@ -213,12 +217,17 @@ def run_job(job: Job, task: Task, plan: Plan, logger: Loggers, probes, preempt: 
 
 
 def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: float) -> dict:
-    """The record's end state: status (a task outcome where it declares one), steps, metrics, throughput."""
+    """The record's end state: status (a task outcome where it declares one), steps, metrics, throughput.
+
+    With ``train.average_last`` the task judges its end state (``final_status``, e.g. a GAN's collapse) on the
+    averaged metrics, the block the report reads, so a run's status and its reported value agree.
+    """
     status = outcome.status
     if status == "completed":
-        if task.is_stalled(outcome.initial_loss, outcome.final_train_loss, outcome.final):
+        judged = outcome.final_avg if record.get("metric_block") == "final_avg" and outcome.final_avg else outcome.final
+        if task.is_stalled(outcome.initial_loss, outcome.final_train_loss, judged):
             status = STALLED
-        status = task.final_status(outcome.final) or status
+        status = task.final_status(judged) or status
         if status not in record["outcomes"]:
             raise RuntimeError(f"{type(task).__name__}.final_status returned {status!r}, which its outcomes do not declare ({', '.join(record['outcomes'])})")
     steps_done = outcome.steps - (outcome.resumed_from or 0)
@@ -236,6 +245,8 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
         diverged_reason=outcome.diverged_reason,
         final=outcome.final,
         test=outcome.test,
+        **({"final_avg": outcome.final_avg, "final_avg_steps": outcome.final_avg_steps, "test_avg": outcome.test_avg}
+           if record.get("average_last") else {}),
         train_set=outcome.train_set,
         best=outcome.best,
         best_step=outcome.best_step,
@@ -279,6 +290,12 @@ def log_end(record: Mapping, path: Path) -> None:
     level = logging.INFO if record.get("success") or status == "preempted" else logging.WARNING
     log.log(level, "%s after %d/%d steps in %.1f s", how, record["steps"], record["steps_planned"], record["wall_time_s"])
     log.info("final: %s | best: %s | train loss %s", _fmt(record.get("final")), _fmt(record.get("best")), _fmt({"": record.get("final_train_loss")}).strip())
+    k = record.get("average_last")
+    if k:
+        n = len(record.get("final_avg_steps") or [])
+        level = logging.WARNING if n < k else logging.INFO
+        log.log(level, "mean of the last %d evaluations%s: %s", n, f" (train.average_last={k}: the run has only {n})" if n < k else "",
+                _fmt(record.get("final_avg")))
     log.info("record: %s", path)
 
 
@@ -483,4 +500,4 @@ def job(cfg: DictConfig) -> float | None:
     if result.get("status") == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # a single run's failure is its exit status; a sweep's is decided over its records at the end
     primary = result.get("primary_metric")
-    return (result.get("final") or {}).get(primary)
+    return (result.get(result.get("metric_block") or "final") or {}).get(primary)

@@ -311,8 +311,9 @@ class WandbLogger:
             return
         for k in ("status", "steps", "lr_peak", "wall_time_s"):
             self.run.summary[k] = result.get(k)
-        for k, v in (result.get("final") or {}).items():
-            self.run.summary[f"final/{k}"] = v
+        for block in ("final", "final_avg"):  # final_avg: the mean of the last K evaluations (train.average_last)
+            for k, v in (result.get(block) or {}).items():
+                self.run.summary[f"{block}/{k}"] = v
         self.run.finish(exit_code=0 if result.get("status") != "failed" else 1)
 
 
@@ -439,7 +440,8 @@ class TensorBoardLogger:
     def close(self, result: Mapping) -> None:
         from torch.utils.tensorboard.summary import hparams
 
-        final = {k: v for k, v in (result.get("final") or {}).items() if isinstance(v, Real) and not isinstance(v, bool)}
+        final = {f"{block}/{k}": v for block in ("final", "final_avg") for k, v in (result.get(block) or {}).items()
+                 if isinstance(v, Real) and not isinstance(v, bool)}  # final_avg: the mean of the last K evaluations
         steps = result.get("steps")
         if self.writer is None:
             if not final:
@@ -450,7 +452,7 @@ class TensorBoardLogger:
             v = result.get(k)
             if isinstance(v, (Real, str)):
                 params[k] = v
-        metrics = {f"final/{k}": v for k, v in final.items()}
+        metrics = final
         step = steps - 1 if isinstance(steps, int) and steps > 0 else 0  # the job's last step
         for tag, v in metrics.items():
             self.writer.add_scalar(tag, v, step, new_style=True, double_precision=True)

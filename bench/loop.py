@@ -9,8 +9,13 @@ Per optimizer step s (0-based, see :mod:`bench.schedules`):
    the scheduler;
 3. every ``check_every`` steps look at the losses for divergence; run the due probes
    (:mod:`bench.probes`); write a row at every warm-up step and the first after it, then every ``log_every``
-   steps; every ``eval_every`` steps (and at the end) evaluate;
+   steps; every ``eval_every`` steps (and at the end) evaluate (:func:`evaluation_steps`);
 4. checkpoint every ``checkpoint_every`` steps and when a preemption signal arrived.
+
+With ``train.average_last = K`` the Outcome also holds ``final_avg``, each evaluation metric's mean over the
+run's last K evaluations (:func:`bench.records.mean_of_evaluations`), and ``test_avg``, the test split scored at
+the last K planned evaluation steps and averaged the same way, so that a metric that swings between evaluations
+(a GAN's) is read off several of them instead of the last one.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -30,7 +36,7 @@ from bench import checkpoint as ckpt
 from bench.distributed import Dist
 from bench.plan import Plan
 from bench.probes import Probe, ProbeContext
-from bench.records import test_key, train_set_key
+from bench.records import mean_of_evaluations, test_key, train_set_key
 from bench.progress import JobProgress
 
 
@@ -48,10 +54,22 @@ class Outcome:
     final_train_loss: float | None = None
     initial_loss: float | None = None  # the first step's loss (mean over processes)
     test: dict = field(default_factory=dict)  # metrics on the test split, once at the end of a run that trained to its last step
+    final_avg: dict = field(default_factory=dict)  # train.average_last: each eval metric's mean over the last K evaluations
+    final_avg_steps: list = field(default_factory=list)  # the steps of the evaluations averaged into final_avg
+    test_avg: dict = field(default_factory=dict)  # the test metrics averaged over the same evaluation steps (runs that trained to the end)
     train_set: dict = field(default_factory=dict)  # the same metrics on the training set (tasks with train_eval), for the generalization gap
     train_time_s: float = 0.0
     resumed_from: int | None = None
     preempted: bool = False
+
+
+def evaluation_steps(total_steps: int, eval_every: int) -> list[int]:
+    """The steps after which the loop evaluates: s with (s + 1) % eval_every == 0, and the last step T - 1.
+
+    T = 250, every 100: [99, 199, 249]; T = 200: [99, 199].
+    """
+    steps = list(range(eval_every - 1, total_steps, eval_every))
+    return steps if steps and steps[-1] == total_steps - 1 else [*steps, total_steps - 1]
 
 
 def build_optimizers(plan: Plan, models: Mapping[str, nn.Module], task=None) -> dict[str, torch.optim.Optimizer]:
@@ -102,12 +120,19 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     measure_batch = _MeasureBatch(task, seed)
 
     out = Outcome()
+    k_avg = t.average_last
+    # the last K evaluations so far (step, metrics); the test split is scored at the last K planned evaluation steps
+    recent: deque = deque(maxlen=k_avg or 1)
+    recent_test: list[dict] = []
+    test_at = set(evaluation_steps(plan.total_steps, t.eval_every)[-k_avg:]) if k_avg else set()
     start, initial_loss = 0, None
     state = ckpt.load(out_dir, plan.config_hash)
     if state is not None:
         start = ckpt.restore(state, models, opts, scheds)
         initial_loss = state["initial_loss"]
         out.best, out.best_step, out.final = state["best"], state["best_step"], state["final"]
+        recent.extend((s, m) for s, m in state.get("recent_evals", []))
+        recent_test = list(state.get("recent_tests", []))
         out.resumed_from = start
     if dist.is_main:
         logger.open(state["metrics_offset"] if state is not None else None)
@@ -200,10 +225,16 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
             for k, v in metrics.items():
                 if k in metric_modes and _better(metric_modes[k], v, out.best.get(k)):
                     out.best[k], out.best_step[k] = v, step
+            if k_avg:
+                recent.append((step, metrics))
+                if step in test_at:  # its own RNG state: scoring the test split mid-run must not move training's random stream
+                    with torch.random.fork_rng(devices=_cuda_devices()):
+                        recent_test.append(_evaluate(task, device, plan.precision, dist, "test"))
 
         out.steps = step + 1
         if due or stop:
-            extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final}
+            extra = {"initial_loss": initial_loss, "best": out.best, "best_step": out.best_step, "final": out.final,
+                     "recent_evals": [[s, m] for s, m in recent], "recent_tests": recent_test}
             if dist.is_main:
                 ckpt.save(out_dir, plan.config_hash, step + 1, models, opts, scheds, logger.offset(), extra)
             dist.barrier()
@@ -213,8 +244,13 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
     out.train_time_s = time.perf_counter() - t0
     progress.close()
     out.initial_loss = float(initial_loss) if initial_loss is not None else None
+    if k_avg and recent:
+        out.final_avg = mean_of_evaluations([m for _, m in recent])
+        out.final_avg_steps = [s for s, _ in recent]
     if out.status == "completed":  # test metrics only where the run trained to its end; never used to select anything
         out.test = {test_key(k): v for k, v in _evaluate(task, device, plan.precision, dist, "test").items()}
+        if k_avg:  # the final evaluation's test metrics are the last of these
+            out.test_avg = {test_key(k): v for k, v in mean_of_evaluations(recent_test).items()}
         if getattr(task, "train_eval", False):
             out.train_set = {train_set_key(k): v for k, v in _evaluate(task, device, plan.precision, dist, "train").items()}
     if plan.save_final and not out.preempted and dist.is_main:
@@ -245,12 +281,16 @@ def _measure(probes, step, task, models, opts, lrs, measure_batch) -> dict:
     """Every due probe's scalars; random draws inside do not move the training RNG."""
     ctx = ProbeContext(step=step, task=task, models=models, optimizers=opts, lrs=lrs, measure_batch=measure_batch)
     out: dict = {}
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=_cuda_devices()):
         for p in probes:
             for k, v in p.measure(ctx).items():
                 out[k] = v.item() if isinstance(v, torch.Tensor) else float(v)
     return out
+
+
+def _cuda_devices() -> list[int]:
+    """The CUDA device whose RNG ``fork_rng`` must save and restore: the current one once CUDA is in use, else none."""
+    return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
 
 def _check(pending, initial_loss, factor, dist: Dist):

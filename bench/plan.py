@@ -46,6 +46,7 @@ SCHEMA: dict[str, Rule] = {
     "train.clip_grad": number_above(0).or_none(),
     "train.force": boolean(),
     "train.save_final": boolean(),
+    "train.average_last": int_at_least(1).or_none(),
     "warmup.steps": int_at_least(1).or_none(),
     "warmup.epochs": number_above(0).or_none(),
     "warmup.fraction": fraction().or_none(),
@@ -166,6 +167,7 @@ class TrainSettings:
     checkpoint_every: int
     diverge_factor: float | None
     clip_grad: float | None
+    average_last: int | None = None  # evaluations averaged into result.json's final_avg; None = off
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def resolve_plan(cfg: DictConfig, train_size: int, models: Mapping[str, tuple[Ma
         batch_size=int(cfg.batch.size),
         train=TrainSettings(
             eval_every=t.eval_every, log_every=t.log_every, check_every=t.check_every, checkpoint_every=t.checkpoint_every,
-            diverge_factor=t.diverge_factor, clip_grad=t.clip_grad,
+            diverge_factor=t.diverge_factor, clip_grad=t.clip_grad, average_last=t.get("average_last"),
         ),
         precision=cfg.hardware.precision,
         compile=bool(cfg.hardware.compile),

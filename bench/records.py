@@ -80,6 +80,20 @@ def train_set_key(metric: str) -> str:
     return "train_set_" + (metric[4:] if metric.startswith("val_") else metric)
 
 
+def mean_of_evaluations(rows: list[Mapping]) -> dict[str, float]:
+    """Each metric's mean over evaluation rows: m̄ = (1/n) Σ_i m_i over the n rows that hold a number for it.
+
+    Key order follows the first row. A non-finite value makes its mean non-finite (NaN stays NaN), so an
+    evaluation that broke is not averaged away. ``[{"fd": 19}, {"fd": 112}]`` -> ``{"fd": 65.5}``.
+    """
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for row in rows for k in row):
+        values = [float(row[key]) for row in rows if isinstance(row.get(key), (int, float)) and not isinstance(row.get(key), bool)]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
 def outcomes(record: Mapping) -> dict[str, bool]:
     """Status -> success for the statuses of ``record`` that mean "trained to the last step, metric measured".
 
@@ -160,17 +174,21 @@ def read_result(path: Path) -> dict | None:
 #: besides the local record), ``train.force`` (rerun anyway), ``train.checkpoint_every`` (a resumed
 #: run is byte-identical to an uninterrupted one; tested). ``hydra.*`` is never in the job config.
 IDENTITY_EXCLUDED = ("report", "logger", "train.force", "train.checkpoint_every")
+#: Keys added after records existed whose default (null) changes nothing: left out of the identity while null, so
+#: the records made before the key existed keep their hash and a resumed sweep still skips them.
+IDENTITY_NULL_DEFAULTS = ("train.average_last",)
 
 
 def identity(resolved: Mapping) -> dict:
-    """The part of a resolved config that defines a run's result: all of it but :data:`IDENTITY_EXCLUDED`."""
+    """The part of a resolved config that defines a run's result: all of it but :data:`IDENTITY_EXCLUDED`
+    and the keys of :data:`IDENTITY_NULL_DEFAULTS` that are null."""
     out = json.loads(json.dumps(resolved, default=str))
-    for key in IDENTITY_EXCLUDED:
+    for key, only_null in [(k, False) for k in IDENTITY_EXCLUDED] + [(k, True) for k in IDENTITY_NULL_DEFAULTS]:
         *parents, leaf = key.split(".")
         node = out
         for p in parents:
             node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (not only_null or node.get(leaf, 0) is None):
             node.pop(leaf, None)
     return out
 

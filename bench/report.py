@@ -16,6 +16,8 @@ Reads every ``result.json`` under a multirun directory (basic and joblib layouts
   and a ``README.md`` with the sweep command, commit, hardware, wall time and warnings.
 
 Every statistic is defined in docs/report.md (Definitions); the primitives are in ``bench/stats.py``.
+A run's metric is read from the block its record names (``metric_block``): the final evaluation, or with
+``train.average_last`` the mean of the last K evaluations (``final_avg``, and ``test_avg`` for test).
 Selection always uses the validation metric; the tables report the held-out test metric when every
 successful run has it (``result.json["test"]``), else validation, and say so.
 """
@@ -58,10 +60,14 @@ class Sweep:
     ``batch_size`` = ``batch.size``, ``lr_base`` = ``optimizer.lr``, then every other varying key), ``seed``,
     ``status``, ``measured`` (trained to its last step), ``finished`` (measured or diverged: an outcome of
     training), ``success``, ``lr_peak`` (after the scaling rule), ``scaling``, ``base_batch_size``, ``decay``,
-    ``metric_name`` / ``metric`` (final validation value of the chosen metric; NaN unless measured),
-    ``test_name`` / ``test_metric`` (its held-out test value, NaN when the record has none), ``chance``
-    (what a run that learned nothing scores on the metric, NaN when the record does not say),
-    ``final_<m>`` / ``best_<m>`` for every task metric, steps, wall time, provenance and ``dir``.
+    ``metric_name`` / ``metric`` (validation value of the chosen metric from the record's ``metric_block``: the
+    final evaluation, or with ``train.average_last`` the mean of the last K evaluations; NaN unless measured),
+    ``metric_block``, ``avg_evals`` (evaluations averaged; NaN for ``final``), ``average_last`` (K),
+    ``test_name`` / ``test_metric`` (its held-out test value from the same block, NaN when the record has none),
+    ``chance`` (what a run that learned nothing scores on the metric, NaN when the record does not say), ``floor``
+    (the best value real data reaches, ``task_info.floor``, NaN when the task states none), ``final_<m>`` /
+    ``best_<m>`` (and ``avg_<m>`` for averaging runs) for every task metric, ``final_<m>`` / ``avg_<m>`` for the other
+    values of the evaluations (a GAN's ``d_acc_real``, ``d_acc_fake``), steps, wall time, provenance and ``dir``.
     """
 
     root: Path
@@ -74,6 +80,13 @@ class Sweep:
     commands: list[str] = field(default_factory=list)
     unfinished: list[tuple[str, str]] = field(default_factory=list)  # (job folder, why) of runs that failed or never finished
     has_test: bool = False  # every successful run has the test metric: tables report test, else validation
+    average_last: str | None = None  # K of the runs whose metric is a mean of their last K evaluations ("5", "3/5"); None: final values
+    arm_keys: dict = field(default_factory=dict)  # config key -> its baseline value (None: any) that makes a compared arm (records' arm_keys)
+
+    def reading(self, name: str | None = None) -> str:
+        """What the metric values are, for titles: ``final fd``, or ``fd (mean of the last 5 evaluations)``."""
+        name = name or self.metric
+        return f"final {name}" if self.average_last is None else f"{name} (mean of the last {self.average_last} evaluations)"
 
 
 # ---------------------------------------------------------------- reading
@@ -133,6 +146,11 @@ _RECORD_KEYS = {
     "choices": (lambda v: isinstance(v, dict), "a mapping group -> option", False),
     "overrides": (lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v), "a list of override strings", False),
     "final": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
+    "metric_block": (lambda v: v in ("final", "final_avg"), "'final' or 'final_avg'", False),
+    "average_last": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1", False),
+    "final_avg": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
+    "final_avg_steps": (lambda v: isinstance(v, list) and all(_is_num(x) for x in v), "a list of steps", False),
+    "test_avg": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping test metric -> number", False),
     "best": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
     "outcomes": (lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()), "a mapping status -> true/false", False),
     "warmup_steps": (lambda v: isinstance(v, dict) and all(_is_num(x) for x in v.values()), "a mapping model -> steps", False),
@@ -143,6 +161,7 @@ _RECORD_KEYS = {
     "ended": (lambda v: isinstance(v, str), "a timestamp string", False),
     "test": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping test metric -> number", False),
     "chance": (lambda v: isinstance(v, dict) and all(_is_num_or_text(x) for x in v.values()), "a mapping metric -> number", False),
+    "arm_keys": (lambda v: isinstance(v, dict) and all(x is None or isinstance(x, (str, int, float)) for x in v.values()), "a mapping config key -> baseline value", False),
 }
 
 
@@ -327,6 +346,10 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             raise ReportError(f"metric {name!r} is 'min' in some runs of task {r['task']} and 'max' in others")
         final, best = r.get("final") or {}, r.get("best") or {}
         test, chance = r.get("test") or {}, r.get("chance") or {}
+        block = r.get("metric_block") or "final"
+        averaged = r.get("final_avg") or {}
+        value, test_value = (averaged, r.get("test_avg") or {}) if block == "final_avg" else (final, test)
+        floor = (r.get("task_info") or {}).get("floor") if isinstance(r.get("task_info"), dict) else None
         status = r["status"]
         ok = measured(r)
         row = {
@@ -351,11 +374,15 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             warmup_steps=max((r.get("warmup_steps") or {"": 0}).values()),
             metric_name=name,
             mode=mode,
-            metric=_number(final.get(name)) if ok else math.nan,
+            metric=_number(value.get(name)) if ok else math.nan,
+            metric_block=block,
+            average_last=_number(r.get("average_last")) if block == "final_avg" else math.nan,
+            avg_evals=len(r.get("final_avg_steps") or []) if block == "final_avg" else math.nan,
             test_name=test_name(name),
-            has_test=test_name(name) in test,
-            test_metric=_number(test.get(test_name(name))) if ok else math.nan,
+            has_test=test_name(name) in test_value,
+            test_metric=_number(test_value.get(test_name(name))) if ok else math.nan,
             chance=_number(chance.get(name)),
+            floor=_number(floor.get(name)) if isinstance(floor, dict) else math.nan,
             best_metric=_number(best.get(name)) if ok else math.nan,
             steps=r.get("steps"),
             steps_planned=r.get("steps_planned"),
@@ -380,6 +407,13 @@ def load(root: Path, metric: str | None = None) -> Sweep:
         for m in r["metric_modes"]:
             row[f"final_{m}"] = _number(final.get(m))
             row[f"best_{m}"] = _number(best.get(m))
+            if averaged:
+                row[f"avg_{m}"] = _number(averaged.get(m))
+        for m in dict.fromkeys([*final, *averaged]):  # evaluation values that are no task metric (a GAN's D accuracy)
+            if m not in r["metric_modes"]:
+                row[f"final_{m}"] = _number(final.get(m))
+                if averaged:
+                    row[f"avg_{m}"] = _number(averaged.get(m))
         # the generalization gap: test loss minus the loss on the training set, both at the end (tasks with train_eval)
         train_set = r.get("train_set") or {}
         if ok and "train_set_loss" in train_set and "test_loss" in test:
@@ -402,7 +436,29 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     names = sorted(runs["metric_name"].unique())
     ok = runs[runs["success"]]
     has_test = bool(len(ok)) and bool(ok["has_test"].all())
-    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root), sorted(unfinished), has_test)
+    arm_keys: dict = {}
+    for r in records:
+        for k, v in (r.get("arm_keys") or {}).items():
+            if arm_keys.setdefault(k, v) != v:
+                warnings.append(f"arm key {k} has baseline {arm_keys[k]!r} in some records and {v!r} in others; read as {arm_keys[k]!r}")
+    return Sweep(root, runs, keys, "/".join(names), modes, dict(sorted(seen.items())), warnings, sweep_commands(root), sorted(unfinished), has_test,
+                 _averaging(runs, warnings), arm_keys)
+
+
+def _averaging(runs: pd.DataFrame, warnings: list[str]) -> str | None:
+    """K of the averaging runs ("5", or "3/5" when they differ), None when every run reads its final evaluation;
+    warns when the runs mix the two readings, or when a measured run averaged fewer evaluations than K."""
+    avg = runs[runs["metric_block"] == "final_avg"]
+    if avg.empty:
+        return None
+    if len(avg) < len(runs):
+        warnings.append(f"{len(runs) - len(avg)} of {len(runs)} runs report their final evaluation, the others the mean of their last "
+                        "evaluations (train.average_last): their values are not alike")
+    short = avg[avg["measured"] & (avg["avg_evals"] < avg["average_last"])]
+    if len(short):
+        warnings.append(f"{len(short)} run(s) had fewer evaluations than train.average_last and average what they have "
+                        f"(fewest: {int(short['avg_evals'].min())}), e.g. {short['dir'].iloc[0]}")
+    return "/".join(str(k) for k in sorted({int(k) for k in avg["average_last"].dropna()})) or "?"
 
 
 def runs(root: Path, metric: str | None = None) -> pd.DataFrame:
@@ -458,6 +514,7 @@ def summarize(sw: Sweep) -> pd.DataFrame:
         vals = succ["metric"].to_numpy(float)
         vals = vals[np.isfinite(vals)]
         chance = fin["chance"].dropna()
+        floor = g["floor"].dropna()
         row = dict(zip(sw.keys, key))
         row.update(
             lr_peak=g["lr_peak"].iloc[0],
@@ -485,6 +542,7 @@ def summarize(sw: Sweep) -> pd.DataFrame:
             chance_mean=cm,
             chance_lo=clo,
             chance_hi=chi,
+            floor=float(floor.iloc[0]) if len(floor) else math.nan,
             final_train_loss=float(np.nanmean(g["final_train_loss"])) if g["final_train_loss"].notna().any() else math.nan,
             wall_time_s=float(g["wall_time_s"].sum()),
         )
@@ -600,7 +658,8 @@ def best_lr(sw: Sweep, summary: pd.DataFrame) -> pd.DataFrame:
         grid = sorted(g["lr_base"].unique())
         ok = g[g["eligible"]]
         row = dict(zip(group, key))
-        row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0], selected_on=g["metric_name"].iloc[0])
+        row.update(n_lrs=len(grid), lr_min=grid[0], lr_max=grid[-1], metric_name=g["metric_name"].iloc[0], mode=g["mode"].iloc[0], selected_on=g["metric_name"].iloc[0],
+                   floor=g["floor"].dropna().iloc[0] if g["floor"].notna().any() else math.nan)
         if ok.empty:
             row.update(lr_base=math.nan, lr_peak=math.nan, lr_scale=math.nan, lr_star=math.nan, lr_star_lo=math.nan, lr_star_hi=math.nan, lr_star_peak=math.nan, fit="",
                        lr_seed_median=math.nan, lr_delta_centre=math.nan, delta=math.nan, mean=math.nan, ci_low=math.nan, ci_high=math.nan, interval="none",
@@ -686,8 +745,9 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
     :func:`bench.stats.paired_permutation_pvalue`) and ``p_holm`` (Holm over every row of the table).
     """
     # warm-up length keys (warmup.steps, ...) belong to the arm: a linear warm-up of 10, 50 or 200 steps is three
-    # arms, each paired with the no-warm-up cell of its group (whose length, unused, may be null)
-    lengths = [k for k in sw.keys if k.startswith("warmup.")]
+    # arms, each paired with the no-warm-up cell of its group (whose length, unused, may be null); so do the keys the
+    # records declare as arm keys (a GAN's warm-up target and two-time-scale multipliers)
+    lengths = arm_columns(sw)
     group = [k for k in sw.keys if k not in ("lr_base", "warmup") and k not in lengths]
     cols = [*group, "warmup", *lengths, "baseline", "metric", "mode", "stable_lr", "stable_lr_none", "stable_ratio", "stable_at_top", "stable_at_top_none",
             "lr_base", "lr_base_none", "n_pairs", "n_dropped", "diff", "diff_lo", "diff_hi", "interval", "p", "p_holm", "p_t", "p_t_holm"]
@@ -714,8 +774,8 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
             return b.iloc[0] if len(b) and b["eligible"].iloc[0] else None
 
         arms = g[["warmup", *lengths]].drop_duplicates().astype(str).to_dict("records")
-        bases = [a for a in arms if a["warmup"] == BASELINE]
-        for arm in sorted((a for a in arms if a["warmup"] != BASELINE), key=lambda a: tuple(a.values())):
+        bases = [a for a in arms if is_baseline(sw, a)]
+        for arm in sorted((a for a in arms if not is_baseline(sw, a)), key=lambda a: tuple(a.values())):
             # the no-warm-up cell with the same length values when there is one (a crossed sweep), else the only one
             same = [b for b in bases if all(b[k] == arm[k] for k in lengths)]
             if not same and len(bases) != 1:
@@ -743,6 +803,26 @@ def warmup_effect(sw: Sweep, summary: pd.DataFrame, best: pd.DataFrame) -> pd.Da
     table["p_holm"] = holm(table["p"].astype(float).tolist()) if len(table) else []
     table["p_t_holm"] = holm(table["p_t"].astype(float).tolist()) if len(table) else []
     return table
+
+
+def arm_columns(sw: Sweep) -> list[str]:
+    """The cell keys that belong to an arm rather than to its group: warm-up lengths (``warmup.*``) and the keys the
+    records declare as arm keys (``Task.arm_keys``)."""
+    return [k for k in sw.keys if k.startswith("warmup.") or k in sw.arm_keys]
+
+
+def _same_value(cell, baseline) -> bool:
+    """A cell value (text or number) against an arm key's baseline value: as numbers when both read as numbers."""
+    try:
+        return float(cell) == float(baseline)
+    except (TypeError, ValueError):
+        return str(cell) == str(baseline)
+
+
+def is_baseline(sw: Sweep, arm: dict) -> bool:
+    """Whether an arm (``warmup`` and arm-column values) is the baseline: no warm-up, and every declared arm key
+    with a baseline value at that value (a two-time-scale run without warm-up is an arm of its own)."""
+    return arm["warmup"] == BASELINE and all(_same_value(arm[k], v) for k, v in sw.arm_keys.items() if k in arm and v is not None)
 
 
 def _seed_values(sw: Sweep, cell, column: str) -> dict:
@@ -800,6 +880,7 @@ def header(sw: Sweep, key: str) -> str:
 
 
 TEST_MISSING = "test metrics missing: validation numbers shown"
+FLOOR_HEADER = "floor (real vs real)"
 
 
 def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, list[str], list[list[str]], list[str]]]:
@@ -813,9 +894,11 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     # one count column per status that is not a success (diverged, a task's failed outcome), unfinished when any
     bad = [s for s in status_columns(sw) if not sw.outcomes.get(s, False)] + (["unfinished"] if summary["n_unfinished"].any() else [])
     gap = "gap_loss_mean" in summary and summary["gap_loss_mean"].notna().any()
+    floor = bool(summary["floor"].notna().any())  # the task states the value real data reaches (a GAN's real-vs-real FD)
     cells = [
         [*(_fmt(r[k]) for k in sw.keys), f"{r['n_runs']}", _success_text(r), _cell_text(r),
          *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []),
+         *([_fmt(r["floor"])] if floor else []),
          *([_interval_text(r["gap_loss_mean"], r["gap_loss_lo"], r["gap_loss_hi"])] if gap else []),
          _interval_text(r["chance_mean"], r["chance_lo"], r["chance_hi"]),
          *(f"{r[f'n_{s}']}" for s in bad[:-1]), f"{r[f'n_{bad[-1]}']}" + ("†" if not r["eligible"] else "")]
@@ -825,7 +908,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
         [*(_fmt(r[k]) for k in group), _fmt(r["lr_base"]), _fmt(r["lr_peak"]),
          _interval_text(r["lr_star"], r["lr_star_lo"], r["lr_star_hi"], 3) if r["eligible"] else "–",
          _cell_text(r), _success_text(r) if r["eligible"] else "–",
-         *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []), r["edge"]]
+         *([_interval_text(r["test_mean"], r["test_lo"], r["test_hi"])] if sw.has_test else []), *([_fmt(r["floor"])] if floor else []), r["edge"]]
         for _, r in best.iterrows()
     ]
     agroup = [k for k in sw.keys if k not in ("lr_base", "batch_size")]
@@ -835,7 +918,7 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
         for _, r in alpha.iterrows()
         if r["n_batch_sizes"] >= 2
     ]
-    elengths = [k for k in sw.keys if k.startswith("warmup.")]
+    elengths = arm_columns(sw)
     egroup = [k for k in sw.keys if k not in ("lr_base", "warmup") and k not in elengths]
 
     def stable(v, top):
@@ -849,14 +932,15 @@ def _tables(sw: Sweep, summary, best, alpha, effect=None) -> list[tuple[str, lis
     ]
     keyh = [header(sw, k) for k in sw.keys]
     tables = [
-        (f"Cells: success rate and final {val}" + (f" and {test}" if sw.has_test else "") + " (95% intervals)",
+        (f"Cells: success rate and {sw.reading(val)}" + (f" and {test}" if sw.has_test else "") + " (95% intervals)",
          [*keyh, "runs", "successes/finished = rate [exact 95%]", f"{val}, successes [95%]", *([f"{test}, successes [95%]"] if sw.has_test else []),
+          *([FLOOR_HEADER] if floor else []),
           *(["gap: test_loss − train-set loss, successes [95%]"] if gap else []),
           f"{reported}, failures at chance [95%]", *bad],
          cells, fallback),
-        (f"Best LR per group: selected on {val}, reported on {reported}",
+        (f"Best LR per group: selected on {sw.reading(val)}, reported on {reported}",
          [*(header(sw, k) for k in group), f"best grid {header(sw, 'lr_base')}", header(sw, "lr_peak"), "lr_star [95% seed bootstrap]",
-          f"{val}, successes [95%]", "successes/finished", *([f"{test} at the selected LR [95%]"] if sw.has_test else []), "edge"],
+          f"{val}, successes [95%]", "successes/finished", *([f"{test} at the selected LR [95%]"] if sw.has_test else []), *([FLOOR_HEADER] if floor else []), "edge"],
          bests, fallback),
     ]
     if alphas:  # only sweeps with an LR grid at two or more batch sizes have an alpha
@@ -876,6 +960,8 @@ FOOTNOTES = [
     f"† a run of this cell did not succeed (it diverged, did not finish, or ended in an outcome its task declares a failure); only cells with a success rate of at least {STABLE} and no unfinished run may be selected as best LR.",
     "‡ alpha under this criterion lies outside the interval of the lr_star alpha.",
     f"Stable LR: the largest LR with a success rate of at least {STABLE}; ≥: the largest LR of the grid.",
+    f"{FLOOR_HEADER}: the value real data reaches on the metric (a task's `task_info.floor`, e.g. the Fréchet distance between two "
+    "disjoint sets of real images), shown only where the task states one.",
 ]
 
 
@@ -992,7 +1078,7 @@ def write_readme(path: Path, sw: Sweep, summary: pd.DataFrame, figures: list[str
         cpu = f", CPU {h['cpu_model']} (torch kernels: {h['cpu_capability']})" if isinstance(h.get("cpu_model"), str) else ""
         lines.append(f"- hardware: {h['device']} ({h['device_name']}){cpu}, {h['cpu_count']} CPU cores, {h['torch_threads']} torch threads per job, host {h['host']}, torch {h['torch']}")
     lines.append(f"- wall time: {_wall(runs)}")
-    lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: final {sw.metric}")
+    lines.append(f"- runs: {len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"), {len(summary)} cells, metric: {sw.reading()}")
     if sw.unfinished:  # first thing after the provenance: these runs are missing from every table below
         lines += ["", "## Jobs that failed or did not finish", ""]
         lines += [f"- `{d}`: {why}" for d, why in sw.unfinished]

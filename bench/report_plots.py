@@ -1,6 +1,6 @@
 """Figures of a sweep report (matplotlib, Agg backend): one PNG per question.
 
-- ``heatmap.png``: mean final metric over LR x batch size, one panel per warm-up (rows: task/optimizer);
+- ``heatmap.png``: mean metric (final, or averaged: ``Sweep.reading``) over LR x batch size, one panel per warm-up (rows: task/optimizer);
   a sweep of one batch size is one LR x warm-up panel instead. The colour scale is fixed per metric
   (:func:`color_norm`), so two reports of one metric read the same colour the same way;
 - ``lr_vs_batch.png``: lr_star in peak-LR units with its seed-bootstrap interval against batch size
@@ -86,7 +86,7 @@ def _facets(df: pd.DataFrame, keys: list[str]) -> list[tuple[str, pd.DataFrame]]
 
 def _metric_label(sw, mode: str | None = None, name: str | None = None) -> str:
     mode = mode or next(iter(sw.modes.values()))
-    return f"final {name or sw.metric} ({'higher' if mode == 'max' else 'lower'} is better)"
+    return f"{sw.reading(name)} ({'higher' if mode == 'max' else 'lower'} is better)"
 
 
 def _lr_label(sw) -> str:
@@ -185,7 +185,7 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     if shared:
         im, norm = last[metrics[0]]
         fig.colorbar(im, ax=axes, shrink=0.85, extend=_extend(summary["mean"], norm)).set_label(_metric_label(sw) + _scale_note(metrics[0]))
-    fig.suptitle(f"Mean final {sw.metric} over successful seeds (n = runs per cell)\nframed: best LR (success rate ≥ 0.8); ✕: runs that did not succeed", fontsize=10)
+    fig.suptitle(f"Mean {sw.reading()} over successful seeds (n = runs per cell)\nframed: best LR (success rate ≥ 0.8); ✕: runs that did not succeed", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -245,7 +245,7 @@ def lr_vs_batch(sw, best: pd.DataFrame, alpha: pd.DataFrame, path: Path) -> Path
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:.0e}")[0] in "25" else ""))
     ax.set_xlabel("batch.size B (examples/step, log scale)")
     ax.set_ylabel("η* = lr_star in lr_peak units (after batch.scaling; log scale)")
-    ax.set_title(f"Optimal LR vs batch size, η* ∝ B^α (least squares; bars and α: 95% seed bootstrap)\nlr_star: quadratic fit of final {sw.metric} in log LR; hollow = grid optimum on the grid's edge", fontsize=10)
+    ax.set_title(f"Optimal LR vs batch size, η* ∝ B^α (least squares; bars and α: 95% seed bootstrap)\nlr_star: quadratic fit of {sw.reading()} in log LR; hollow = grid optimum on the grid's edge", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.savefig(path, dpi=DPI)

@@ -4,8 +4,9 @@
 
 A *setting* is every config value a run was launched with except the seed (read from the
 ``overrides`` in each ``result.json``). Settings are ranked by the mean over seeds of the task's
-metrics, in the task's order (``metric_modes``; ring/grid: modes covered, then high-quality
-fraction, then mode KL; digits: Fréchet distance, then label entropy); a seed whose run did not
+metrics (each record's ``metric_block``: the final evaluation, or the mean of the last K), in the task's order
+(``metric_modes``; ring: modes covered, then high-quality fraction, then mode KL; digits: Fréchet distance, then
+label entropy); a seed whose run did not
 finish (diverged, failed) ranks the setting last. The figure has one row per chosen setting and
 one panel per seed, drawn from ``samples.pt`` (the last evaluation's fixed-noise samples, written
 by the task): 2-D scatter plots with the mixture's centres and 3σ circles, or a 10 x 10 grid of
@@ -41,13 +42,18 @@ def load_runs(sweep: Path) -> list[dict]:
     return runs
 
 
+def values(result: dict) -> dict:
+    """A record's metric values from the block it names: the final evaluation, or the mean of the last K (train.average_last)."""
+    return result.get(result.get("metric_block") or "final") or {}
+
+
 def score(runs: list[dict]) -> tuple:
     """Sort key of a setting (smaller is better): unfinished first counts, then the metrics in order."""
     modes = runs[0]["result"]["metric_modes"]
     unfinished = sum(not measured(r["result"]) for r in runs)
     key = [unfinished]
     for metric, mode in modes.items():
-        vals = [r["result"]["final"].get(metric) for r in runs if measured(r["result"])]
+        vals = [values(r["result"]).get(metric) for r in runs if measured(r["result"])]
         vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
         mean = sum(vals) / len(vals) if vals else math.inf
         key.append(-mean if mode == "max" and vals else mean)
@@ -70,7 +76,7 @@ def label(setting: tuple, runs: list[dict]) -> str:
     done = [r for r in runs if measured(r["result"])]
     parts = []
     for m in modes:
-        vals = [r["result"]["final"][m] for r in done if m in r["result"]["final"]]
+        vals = [values(r["result"])[m] for r in done if m in values(r["result"])]
         if vals:
             parts.append(f"{m} {sum(vals) / len(vals):.3g}")
     status = ", ".join(sorted({r["result"]["status"] for r in runs}))

@@ -79,6 +79,13 @@ class Task(ABC):
     #: skip-completed check need no list of task statuses.
     outcomes: Mapping[str, bool] = {}
 
+    #: Config keys besides the ``warmup`` group (dotted from the config root, e.g. ``task.warmup_on``) that make an
+    #: *arm* the report compares with its no-warm-up baseline, each with its value in the baseline, or None when the
+    #: key only qualifies a warm-up (which model it acts on) and any value goes with ``warmup=none``. E.g. a GAN's
+    #: two-time-scale multipliers: ``{"task.lr_mult.discriminator": 1.0}``, so a run at 2 is an arm, not a baseline.
+    #: Stored in every result.json under ``arm_keys``; see docs/report.md (Warm-up effect).
+    arm_keys: Mapping[str, Any] = {}
+
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         """Refuse bad values of this task's own keys (``cfg`` is the ``task`` node).

@@ -1,10 +1,14 @@
 """GAN tasks: two models (discriminator, then generator), each with its own optimizer and schedule.
 
-- :class:`MixtureGanTask` (``gan_ring``, ``gan_grid``): MLP generator and discriminator on a 2-D
-  mixture of Gaussians (8 on a ring, or 5 x 5 on a grid); metrics from :func:`tasks.gan_metrics.mode_stats`.
+- :class:`MixtureGanTask` (``gan_ring``): MLP generator and discriminator on a 2-D mixture of Gaussians
+  (8 on a ring); metrics from :func:`tasks.gan_metrics.mode_stats`.
 - :class:`DigitsGanTask` (``dcgan_digits``): a DCGAN-style convolutional pair on scikit-learn's 8x8
   digits; metrics: Fréchet distance in the feature space of a small digits classifier (trained once
-  and cached on disk) and the entropy of that classifier's labels on generated images.
+  and cached on disk), with its real-vs-real floor, and the entropy of that classifier's labels on
+  generated images.
+
+Every evaluation also scores D (:meth:`GanTask.d_accuracy`): ``d_acc_real`` on held-out real examples and
+``d_acc_fake`` on the evaluation's generated samples, the balance between the two models.
 
 Losses, with D(x) the discriminator's logit and G(z) a generated sample, z ~ N(0, I):
 
@@ -41,7 +45,7 @@ from bench.errors import bad
 from tasks import checks
 from tasks.base import ModelSpec, Task, count_parameters
 from tasks.digits import DigitsCNN, check_split, digits_train_size, load_digits_split
-from tasks.gan_metrics import frechet_distance, grid_centres, label_entropy, mode_stats, ring_centres
+from tasks.gan_metrics import frechet_distance, frechet_floor, label_entropy, mode_stats, ring_centres
 
 MODELS = ("discriminator", "generator")
 WARMUP_ON = ("generator", "discriminator", "both", "none")
@@ -74,6 +78,8 @@ class GanTask(Task):
     loss_ratio_divergence = False  # GAN losses do not start at their maximum; only non-finite losses diverge
     stall_ratio = None  # a GAN's losses need not fall as it learns: collapse is its failure, not a flat loss
     outcomes = {"collapsed": False}  # trained to the end but covers too few modes/classes: see final_status
+    # the report pairs warm-up on G, on D or on both, and two time scales, with the same no-warm-up baseline (1/1)
+    arm_keys = {"task.warmup_on": None, "task.lr_mult.discriminator": 1.0, "task.lr_mult.generator": 1.0}
 
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
@@ -147,6 +153,20 @@ class GanTask(Task):
         return torch.randn(n, self.z_dim, generator=gen).to(self.device)
 
     @torch.no_grad()
+    def d_accuracy(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """D's accuracy at an evaluation, in eval mode: ``d_acc_real`` = share of held-out real examples with logit > 0
+        (called real), ``d_acc_fake`` = share of the evaluation's generated samples with logit < 0 (called fake).
+
+        Both near 1: D wins (G's gradients vanish); both near 0.5: D cannot tell them apart. The balance between the models.
+        """
+        was = self.discriminator.training
+        self.discriminator.eval()
+        acc_real = (self.discriminator(real).float() > 0).float().mean().item()
+        acc_fake = (self.discriminator(fake).float() < 0).float().mean().item()
+        self.discriminator.train(was)
+        return {"d_acc_real": acc_real, "d_acc_fake": acc_fake}
+
+    @torch.no_grad()
     def generate(self, n: int, split: str = "val") -> torch.Tensor:
         """``n`` samples from the generator in eval mode, on the split's fixed noise."""
         was = self.generator.training
@@ -179,11 +199,9 @@ def mlp(sizes: list[int], act: type[nn.Module]) -> nn.Sequential:
 
 
 class MixtureGanTask(GanTask):
-    """A 2-D mixture of equal-weight isotropic Gaussians (std ``sigma``), sampled fresh every batch.
-
-    ``mixture=ring``: ``modes`` centres on a circle of radius ``scale``; ``mixture=grid``: a
-    sqrt(modes) x sqrt(modes) grid with ``scale`` between neighbours. An epoch is a nominal
-    ``epoch_samples`` examples (the data is infinite). Generator: MLP z -> 2; discriminator: MLP 2 -> 1.
+    """A 2-D mixture of equal-weight isotropic Gaussians (std ``sigma``), sampled fresh every batch: ``modes``
+    centres on a circle of radius ``scale``. An epoch is a nominal ``epoch_samples`` examples (the data is
+    infinite). Generator: MLP z -> 2; discriminator: MLP 2 -> 1.
     """
 
     metrics = {"modes": "max", "hq_frac": "max", "mode_kl": "min"}
@@ -191,10 +209,7 @@ class MixtureGanTask(GanTask):
     @classmethod
     def check_config(cls, cfg: DictConfig) -> None:
         super().check_config(cfg)
-        checks.choice("task.mixture", cfg.mixture, ("ring", "grid"), "ring or grid")
-        k = checks.int_at_least("task.modes", cfg.modes, 1, "an integer >= 1: a mixture needs at least one mode")
-        if cfg.mixture == "grid" and math.isqrt(k) ** 2 != k:
-            raise bad("task.modes", k, "a perfect square for mixture=grid (e.g. 25 for 5 x 5)")
+        checks.int_at_least("task.modes", cfg.modes, 1, "an integer >= 1: a mixture needs at least one mode")
         checks.positive("task.sigma", cfg.sigma)
         checks.positive("task.scale", cfg.scale)
         checks.number_in("task.min_mode_share", cfg.min_mode_share, 0, 1, "a fraction in [0, 1]")
@@ -209,12 +224,13 @@ class MixtureGanTask(GanTask):
 
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
-        k = cfg.modes
-        side = math.isqrt(k)
-        self.centres = ring_centres(k, cfg.scale) if cfg.mixture == "ring" else grid_centres(side, cfg.scale)
+        self.centres = ring_centres(cfg.modes, cfg.scale)
         h = cfg.hidden
         self.generator = mlp([cfg.z_dim] + [h] * cfg.layers + [2], nn.ReLU).to(device)
         self.discriminator = mlp([2] + [h] * cfg.layers + [1], lambda: nn.LeakyReLU(0.2)).to(device)
+        # held-out real samples for D's accuracy at each evaluation: fixed per split, drawn outside the training stream
+        self.real_eval = {split: self.sample_real(cfg.eval_samples, torch.Generator().manual_seed(int(seed_))).to(device)
+                          for split, seed_ in (("val", cfg.eval_seed), ("test", cfg.test_seed))}
 
     def sample_real(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` mixture samples (on the CPU): a uniformly chosen centre plus N(0, sigma² I) noise."""
@@ -236,7 +252,8 @@ class MixtureGanTask(GanTask):
         if split == "val":
             self.save_samples(x)
         s = mode_stats(x, self.centres, self.cfg.sigma, self.cfg.min_mode_share)
-        return {"modes": float(s["modes"]), "hq_frac": s["hq_frac"], "mode_kl": s["mode_kl"]}
+        real = self.real_eval["test" if split == "test" else "val"]
+        return {"modes": float(s["modes"]), "hq_frac": s["hq_frac"], "mode_kl": s["mode_kl"], **self.d_accuracy(real, x)}
 
     def final_status(self, final_metrics) -> str | None:
         modes = final_metrics.get("modes")
@@ -379,6 +396,7 @@ class DigitsGanTask(GanTask):
         checks.int_at_least("task.width", cfg.width, 1, "an integer >= 1 (base conv width)")
         checks.number_in("task.collapse_entropy", cfg.collapse_entropy, 0, math.log(10), f"nats in [0, ln 10 = {math.log(10):.3f}]")
         checks.number_in("task.min_class_share", cfg.min_class_share, 0, 1, "a fraction in [0, 1]")
+        checks.int_at_least("task.floor_splits", cfg.floor_splits, 1, "an integer >= 1 (random real-vs-real splits averaged into the FD floor)")
         c = cfg.classifier
         checks.int_pair("task.classifier.channels", c.channels, "two positive conv widths")
         for key in ("epochs", "batch_size", "hidden"):
@@ -404,11 +422,25 @@ class DigitsGanTask(GanTask):
         self.size = size
         x = xt if size == 8 else F.interpolate(xt, size=(size, size), mode="bilinear", align_corners=False)
         self.x_train = (x * 2 - 1).to(device)  # tanh range
+        xv_sized = xv if size == 8 else F.interpolate(xv, size=(size, size), mode="bilinear", align_corners=False)
+        self.x_heldout = (xv_sized * 2 - 1).to(device)  # the val images as D sees images: its real examples at evaluations
         with torch.no_grad():
             self.ref_features = self.classifier.features(xt.to(device))
-            self.fd_real_val = frechet_distance(self.classifier.features(xv.to(device)), self.ref_features)
+            val_features = self.classifier.features(xv.to(device))
+            self.fd_real_val = frechet_distance(val_features, self.ref_features)
+            # the floor: real vs real at an evaluation's size, from all the digits (train + val)
+            every = torch.cat([self.ref_features, val_features])
+            self.floor_sizes = self._floor_sizes(cfg.eval_samples, len(every))
+            self.fd_floor, self.fd_floor_std = frechet_floor(every, self.floor_sizes[0], cfg.floor_splits, cfg.eval_seed)
         self.generator = DCGenerator(cfg.z_dim, cfg.width, size).to(device)
         self.discriminator = DCDiscriminator(cfg.width, size).to(device)
+
+    @staticmethod
+    def _floor_sizes(eval_samples: int, total: int) -> tuple[int, int]:
+        """(|A|, |B|) of the floor's two real sets: A as large as an evaluation's sample when the digits allow
+        (B the rest, at least half as many), else an even split."""
+        n = eval_samples if eval_samples <= total // 3 * 2 else total // 2
+        return n, total - n
 
     def train_size(self) -> int:
         return len(self.x_train)
@@ -424,7 +456,8 @@ class DigitsGanTask(GanTask):
         return x if self.size == 8 else F.adaptive_avg_pool2d(x, 8)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
-        x = self.to_classifier(self.generate(self.cfg.eval_samples, split))
+        generated = self.generate(self.cfg.eval_samples, split)
+        x = self.to_classifier(generated)
         if split == "val":
             self.save_samples(x[:100])
         feats = self.classifier.features(x)
@@ -434,6 +467,8 @@ class DigitsGanTask(GanTask):
             "fd": frechet_distance(feats, self.ref_features),
             "class_entropy": label_entropy(labels, 10),
             "classes": float((counts >= self.cfg.min_class_share * len(labels)).sum().item()),
+            # held-out real digits: the val images for both splits (the digits have no test images of their own)
+            **self.d_accuracy(self.x_heldout, generated),
         }
 
     def final_status(self, final_metrics) -> str | None:
@@ -449,6 +484,10 @@ class DigitsGanTask(GanTask):
             "classifier_val_acc": self.classifier_acc,
             "classifier_file": str(self.classifier_path),
             "fd_real_val_vs_train": self.fd_real_val,
+            # what real digits score: the report shows task_info.floor next to the metric it names
+            "floor": {"fd": self.fd_floor},
+            "fd_floor": {"mean": self.fd_floor, "std": self.fd_floor_std, "sizes": list(self.floor_sizes), "splits": self.cfg.floor_splits,
+                         "reference": len(self.ref_features), "eval_samples": self.cfg.eval_samples},
             "collapse_below_entropy": self.cfg.collapse_entropy,
             "parameters": {n: count_parameters(m) for n, m in self.models.items()},
         }

@@ -1,9 +1,11 @@
 """GAN sample-quality metrics as pure functions of tensors (no models, no state).
 
 - :func:`mode_stats`: mode coverage, high-quality fraction and mode-histogram KL for
-  samples of a Gaussian mixture with known centres (the 2-D ring and grid tasks).
+  samples of a Gaussian mixture with known centres (the 2-D ring task).
 - :func:`frechet_distance`: the Fréchet distance between two Gaussians fitted to
   feature sets (as in FID, here in a small digits classifier's feature space).
+- :func:`frechet_floor`: the Fréchet distance between disjoint halves of real data, over random
+  splits: what a generator as good as the data itself would score.
 - :func:`label_entropy`: entropy of a predicted-label histogram (class coverage).
 
 All inputs are torch tensors; the results are Python floats and ints.
@@ -20,16 +22,6 @@ def ring_centres(modes: int, radius: float) -> torch.Tensor:
     """``modes`` centres evenly spaced on a circle: (r cos 2πk/K, r sin 2πk/K), k = 0..K-1; shape (K, 2)."""
     angle = 2 * math.pi * torch.arange(modes, dtype=torch.float64) / modes
     return (radius * torch.stack([angle.cos(), angle.sin()], 1)).float()
-
-
-def grid_centres(side: int, spacing: float) -> torch.Tensor:
-    """A ``side x side`` grid centred on the origin with ``spacing`` between neighbours; shape (side², 2).
-
-    side = 5, spacing = 2 gives the usual {-4, -2, 0, 2, 4}² grid.
-    """
-    axis = (torch.arange(side, dtype=torch.float64) - (side - 1) / 2) * spacing
-    gx, gy = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], 1).float()
 
 
 def mode_stats(samples: torch.Tensor, centres: torch.Tensor, sigma: float, min_share: float) -> dict:
@@ -100,6 +92,26 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     cross = torch.linalg.eigvalsh(s @ cov_b @ s).clamp_min(0).sqrt().sum()
     fd = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
     return max(0.0, fd.item())
+
+
+def frechet_floor(features: torch.Tensor, n: int, splits: int, seed: int) -> tuple[float, float]:
+    """(mean, std) over ``splits`` random splits of real ``features`` (N, D) of FD(A, B), with A the first ``n``
+    rows of a random permutation and B the other N - n: two disjoint real sets, A of an evaluation's size.
+
+    The estimator's bias grows as the sets shrink (roughly with 1/|A| + 1/|B|), so the floor is only
+    comparable with an evaluation of the same sizes; the std (ddof 1; 0 for one split) is the spread over
+    splits. The permutations come from a ``torch.Generator`` seeded with ``seed``, never the global RNG.
+    """
+    if not 2 <= n <= features.shape[0] - 2:
+        raise ValueError(f"n={n}: each set needs at least 2 of the {features.shape[0]} rows")
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(splits):
+        perm = torch.randperm(features.shape[0], generator=gen).to(features.device)
+        values.append(frechet_distance(features[perm[:n]], features[perm[n:]]))
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
 
 
 def label_entropy(labels: torch.Tensor, classes: int) -> float:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import subprocess
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from bench.app import CONF_DIR
+from bench.callbacks import planned_jobs
 from bench.errors import ConfigError
 from bench.plan import make_plan
-from conftest import metrics, run_bench
+from conftest import ROOT, metrics, run_bench
 from tasks.gan import DigitsGanTask, MixtureGanTask
 
 ADAM = ["optimizer=adam", "optimizer.betas=[0.5,0.999]"]
@@ -99,7 +104,6 @@ def test_two_lrs_follow_their_own_schedules_in_a_real_run(tmp_path):
     [
         (["task=gan_ring", "task.warmup_on=critic"], "task.warmup_on='critic'"),
         (["task=gan_ring", "task.modes=0"], "task.modes=0"),
-        (["task=gan_grid", "task.modes=24"], "task.modes=24"),
         (["task=gan_ring", "task.lr_mult.generator=0"], "task.lr_mult.generator=0"),
         (["task=gan_ring", "task.loss=wgan"], "task.loss='wgan'"),
         (["task=dcgan_digits", "task.image_size=12"], "task.image_size=12"),
@@ -160,7 +164,32 @@ def test_dcgan_produces_the_image_size(tmp_path, monkeypatch, size):
     assert loss.ndim == 0 and set(stats) == {"d_acc_real", "d_acc_fake"}
     with torch.no_grad():
         m = task.evaluate()
-    assert set(m) == {"fd", "class_entropy", "classes"} and m["fd"] > 0
+    assert set(m) == {"fd", "class_entropy", "classes", "d_acc_real", "d_acc_fake"} and m["fd"] > 0
+    assert task.x_heldout.shape == (359, 1, size, size)  # D's real examples at evaluations: the val images, as D sees images
+    _force_d(task.discriminator.head, +5.0)
+    with torch.no_grad():
+        assert {k: task.evaluate()[k] for k in ("d_acc_real", "d_acc_fake")} == {"d_acc_real": 1.0, "d_acc_fake": 0.0}
+    info = task.extra_record()
+    assert info["floor"] == {"fd": info["fd_floor"]["mean"]} and info["fd_floor"]["mean"] > 0
+    assert info["fd_floor"]["sizes"] == [1000, 797] and info["fd_floor"]["splits"] == 20  # an evaluation's 1000 against the other 797 digits
+
+
+def _force_d(head: torch.nn.Linear, logit: float) -> None:
+    """Make D answer ``logit`` for every input: zero weights, bias = logit."""
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(logit)
+
+
+def test_evaluation_scores_d_on_held_out_real_and_the_evaluation_fakes():
+    _, task = ring()
+    assert task.real_eval["val"].shape == (2000, 2) and not torch.equal(task.real_eval["val"], task.real_eval["test"])
+    with torch.no_grad():
+        m = task.evaluate()
+        for logit, expected in ((5.0, {"d_acc_real": 1.0, "d_acc_fake": 0.0}), (-5.0, {"d_acc_real": 0.0, "d_acc_fake": 1.0})):
+            _force_d(task.discriminator[-1], logit)  # D calls everything real, then everything fake
+            assert {k: v for k, v in task.evaluate().items() if k.startswith("d_acc")} == expected
+    assert 0 <= m["d_acc_real"] <= 1 and 0 <= m["d_acc_fake"] <= 1 and task.discriminator.training  # back in training mode
 
 
 # ---------------------------------------------------------------- short real runs
@@ -192,21 +221,6 @@ def test_ring_run_learns_the_modes(tmp_path):
     # seen over seeds 0-2: best modes 6-8, hq_frac 0.61-0.76, mode_kl 0.03-0.10 (final: 6-8 modes, 0.50-0.74, 0.05-0.23)
     best = r["best"]
     assert best["modes"] >= 4 and best["hq_frac"] > 0.3 and best["mode_kl"] < 0.5
-
-
-@pytest.mark.slow
-def test_grid_run_improves(tmp_path):
-    p = run_bench("task=gan_grid", *ADAM, "optimizer.lr=0.001", "train.steps=800", "train.eval_every=100", "train.log_every=50", ONE_THREAD, f"hydra.run.dir={tmp_path}")
-    assert p.returncode == 0, p.stderr
-    r = json.loads((tmp_path / "result.json").read_text())
-    assert r["steps"] == 800 and r["status"] in ("completed", "collapsed")
-    # Untrained, the samples sit at the origin: all on the centre mode (hq_frac ~1), so the KL to the
-    # uniform mixture is ln 25. 800 steps spread them over the grid (best KL seen 0.54-0.68 over seeds
-    # 0-2) without yet concentrating them within 3 sigma of the modes (hq_frac seen <= 0.27; the
-    # coverage rule then calls the run collapsed), so only the spread is asserted.
-    before = _untrained_mixture("gan_grid", r["seed"])
-    assert before["mode_kl"] == pytest.approx(math.log(25))
-    assert r["best"]["mode_kl"] < 1.5
 
 
 @pytest.mark.slow
@@ -260,3 +274,66 @@ def test_losses_and_stats_for_both_models(loss):
     assert all(p.grad is not None for p in task.generator.parameters())
     if loss == "non_saturating":
         assert d.item() > 0 and g.item() > 0
+
+
+# ---------------------------------------------------------------- the study preset and its script
+
+
+STUDY = ROOT / "scripts" / "study_gan_warmup.sh"
+PARTS = {"ring/warmup": 450, "ring/none": 50, "ring/ttur": 100, "dcgan/warmup": 96, "dcgan/none": 32, "dcgan/ttur": 64}
+
+
+def test_preset_composes_for_both_tasks():
+    for task, name in ((None, "gan_ring"), ("task=dcgan_digits", "dcgan_digits")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=["experiment=gan_warmup", *([task] if task else [])], return_hydra_config=True)
+        assert cfg.task.name == name and "joblib" in cfg.hydra.launcher._target_
+        assert cfg.hydra.runtime.choices.optimizer == "adam" and list(cfg.optimizer.betas) == [0.5, 0.999]
+        assert (cfg.train.steps, cfg.train.eval_every, cfg.train.average_last) == (2000, 100, 5)  # the metric: mean of steps 1599-1999
+        assert cfg.hydra.runtime.choices.decay == "constant" and cfg.hydra.runtime.choices.warmup == "linear"
+        params = cfg.hydra.sweeper.params
+        assert str(params["optimizer.lr"]) == "3e-4,1e-3,3e-3,1e-2,3e-2" and len(str(params.seed).split(",")) == 10
+
+
+def test_study_script_parts_count_their_jobs(tmp_path):
+    """The script run with a stand-in interpreter that only writes down its arguments: each part's grid (preset
+    params, then the part's command line) has the job count its header states, and each study ends in a report."""
+    log = tmp_path / "calls"
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\t" "$a"; done >> "$STUB_LOG"; echo >> "$STUB_LOG"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(stub), "SWEEP": str(tmp_path / "s"), "STUB_LOG": str(log)}
+    p = subprocess.run(["bash", str(STUDY)], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    calls = [line.rstrip("\t").split("\t") for line in log.read_text().splitlines()]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        params = OmegaConf.to_container(compose(config_name="config", overrides=["experiment=gan_warmup"], return_hydra_config=True).hydra.sweeper.params)
+    counts, header = {}, STUDY.read_text()
+    for args in calls:
+        if args[:3] == ["-m", "bench", "-m"]:
+            name = next(a for a in args if a.startswith("hydra.sweep.dir=")).split(str(tmp_path / "s") + "/")[1]
+            mr = tmp_path / "multirun.yaml"
+            OmegaConf.save(OmegaConf.create({"hydra": {"sweeper": {"params": params}, "overrides": {"task": [a for a in args[3:] if not a.startswith("hydra.")]}}}), mr)
+            counts[name] = planned_jobs(mr)
+            assert re.search(rf"#\s+{re.escape(name)}\s.*\s{counts[name]} jobs", header), name
+    assert counts == PARTS
+    assert [a[-1] for a in calls if a[:2] == ["-m", "bench.report"]] == [str(tmp_path / "s" / "ring"), str(tmp_path / "s" / "dcgan")]
+
+
+@pytest.mark.slow
+def test_preset_runs_one_short_job_per_task(tmp_path, cache_dir):
+    """One job of each study's grid, shortened: the record averages its last evaluations, scores D at each, and the
+    digits record carries its FD floor; the report reads the averaged block and pairs nothing (no baseline here)."""
+    short = ["seed=0", "task.warmup_on=generator", "warmup.fraction=0.1", "train.steps=60", "train.eval_every=10", "train.log_every=10"]
+    for name, extra in (("ring", ["optimizer.lr=3e-3"]), ("dcgan", ["task=dcgan_digits", "optimizer.lr=2e-4", CLF])):
+        p = run_bench("-m", "experiment=gan_warmup", *short, *extra, f"hydra.sweep.dir={tmp_path / name}")
+        assert p.returncode == 0, p.stderr[-3000:]
+        r = json.loads((tmp_path / name / "0" / "result.json").read_text())
+        assert r["metric_block"] == "final_avg" and r["final_avg_steps"] == [19, 29, 39, 49, 59]
+        assert {"d_acc_real", "d_acc_fake"} <= set(r["final_avg"]) and r["warmup_steps"] == {"discriminator": 0, "generator": 6}
+        evals = [x for x in metrics(tmp_path / name / "0") if x["kind"] == "eval"]
+        key = r["primary_metric"]
+        assert r["final_avg"][key] == pytest.approx(sum(x[key] for x in evals[-5:]) / 5)
+        assert (tmp_path / name / "report" / "README.md").exists()
+    assert r["task_info"]["floor"]["fd"] == r["task_info"]["fd_floor"]["mean"] > 0
+    assert "floor (real vs real)" in (tmp_path / "dcgan" / "report" / "table.md").read_text()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tasks.gan import d_loss, g_loss
-from tasks.gan_metrics import frechet_distance, grid_centres, label_entropy, mode_stats, ring_centres
+from tasks.gan_metrics import frechet_distance, frechet_floor, label_entropy, mode_stats, ring_centres
 
 RING = ring_centres(8, 2.0)
 SIGMA = 0.05
@@ -17,9 +17,6 @@ def test_centres():
     assert RING[0].tolist() == pytest.approx([2.0, 0.0])
     assert RING[2].tolist() == pytest.approx([0.0, 2.0], abs=1e-6)
     assert torch.linalg.norm(RING, dim=1).tolist() == pytest.approx([2.0] * 8)
-    g = grid_centres(5, 2.0)
-    assert g.shape == (25, 2)
-    assert sorted(set(g[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
 
 
 def test_all_modes_equally_hit():
@@ -90,6 +87,24 @@ def test_frechet_distance_of_known_gaussians():
     d = 4
     a = torch.randn(200000, d, generator=torch.Generator().manual_seed(1))
     assert frechet_distance(a, 2 * a) == pytest.approx(d, rel=0.02)
+
+
+def test_frechet_floor_by_hand():
+    """Rows 0, 0, 2, 2 split into two disjoint pairs: {0, 0} vs {2, 2} (2 of the 6 choices of the first pair) gives
+    FD = (0 - 2)^2 = 4; a mixed pair against the other mixed pair gives equal means and variances, FD 0. So the
+    floor's expectation is 4 x 2/6 = 4/3 and each split's value is 0 or 4, std 4 sqrt(1/3 x 2/3) = 1.886."""
+    f = torch.tensor([[0.0], [0.0], [2.0], [2.0]])
+    state = torch.get_rng_state()
+    mean, std = frechet_floor(f, 2, 600, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # its own generator: the run's random stream does not move
+    assert mean == pytest.approx(4 / 3, abs=0.31)  # 4 standard errors of 600 splits
+    assert std == pytest.approx(4 * math.sqrt(2) / 3, abs=0.1)
+    assert frechet_floor(f, 2, 600, seed=0) == (mean, std)  # the seed fixes the splits
+    assert frechet_floor(torch.ones(6, 3), 3, 5, seed=1) == (0.0, 0.0)  # identical rows: nothing to tell apart
+    one = frechet_floor(f, 2, 1, seed=0)
+    assert one[0] in (pytest.approx(0.0, abs=1e-9), pytest.approx(4.0)) and one[1] == 0.0
+    with pytest.raises(ValueError, match="n=3"):
+        frechet_floor(f, 3, 1, seed=0)  # the other set would have one row: no covariance
 
 
 def test_label_entropy():

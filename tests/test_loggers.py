@@ -143,10 +143,10 @@ def test_tensorboard_resume_purges_steps_logged_after_the_checkpoint(tmp_path):
     second.open(offset)
     for s in range(5, 10):
         second.log({"kind": "train", "step": s, "loss": float(s)})
-    second.close({"status": "completed", "steps": 10, "final": {"acc": 0.5}})
+    second.close({"status": "completed", "steps": 10, "final": {"acc": 0.5}, "final_avg": {"acc": 0.25}})
     got = tb_scalars(tmp_path / "tb")
     assert got["train/loss"] == [(s, 100.0 + s) for s in range(5)] + [(s, float(s)) for s in range(5, 10)]
-    assert got["final/acc"] == [(9, 0.5)]
+    assert got["final/acc"] == [(9, 0.5)] and got["final_avg/acc"] == [(9, 0.25)]  # the mean of the last evaluations too
     assert got["train/loss"] == jsonl_scalars(tmp_path)["train/loss"]
 
 

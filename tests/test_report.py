@@ -512,3 +512,80 @@ def test_a_run_recorded_twice_counts_once(tmp_path):
     res = rep.report(root, tmp_path / "out", figures=False)
     assert int(res["summary"]["n_runs"].iloc[0]) == 3
     assert any("duplicate run (same config as" in w for w in res["warnings"])
+
+
+def _averaged(r: dict, avg: float, k: int = 5, evals: int = 5) -> dict:
+    """Record ``r`` as written with train.average_last=k: its final block kept, the mean of its last evaluations in final_avg."""
+    r = dict(r, metric_block="final_avg", average_last=k, final_avg_steps=list(range(99 - 10 * (evals - 1), 100, 10)))
+    r["final_avg"] = {"val_acc": avg, "val_loss": 1 - avg, "d_acc_real": 0.75}  # and a value that is no task metric
+    r["test"] = {"test_acc": 0.5, "test_loss": 0.5}
+    r["test_avg"] = {"test_acc": avg - 0.01, "test_loss": 1.01 - avg}
+    return r
+
+
+def test_the_tables_use_the_averaged_block_when_the_records_name_it(tmp_path):
+    """With train.average_last the record names final_avg as its metric block: the cells, best LR and warm-up effect
+    read the mean of the last evaluations (and test_avg), never the final evaluation, which these records set far off."""
+    recs = []
+    for w, lr, avgs in (("none", 0.1, [0.80, 0.82, 0.84]), ("none", 0.3, [0.70, 0.72, 0.74]), ("linear", 0.1, [0.85, 0.87, 0.89]), ("linear", 0.3, [0.86, 0.88, 0.90])):
+        for seed, a in enumerate(avgs):
+            recs.append(_averaged(record(len(recs), warmup=w, lr=lr, seed=seed, acc=0.1), a))
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    s = res["summary"].set_index(["warmup", "lr_base"])
+    assert s.loc[("none", 0.1), "mean"] == pytest.approx(0.82)  # the final block's 0.1 is nowhere
+    assert s.loc[("none", 0.1), "test_mean"] == pytest.approx(0.81)  # test_avg, not test (0.5)
+    b = res["best"].set_index("warmup")
+    assert b.loc["none", "lr_base"] == 0.1 and b.loc["linear", "lr_base"] == 0.3
+    e = res["effect"].iloc[0]
+    assert e["diff"] == pytest.approx(0.87 - 0.81)  # test_avg of linear at 0.3 minus none at 0.1, paired over seeds
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert set(runs["metric_block"]) == {"final_avg"} and (runs["avg_evals"] == 5).all()
+    assert runs["final_val_acc"].eq(0.1).all() and runs["avg_val_acc"].max() == pytest.approx(0.90)
+    assert runs["avg_d_acc_real"].eq(0.75).all() and "best_d_acc_real" not in runs
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "Cells: success rate and val_acc (mean of the last 5 evaluations)" in md
+    assert "Best LR per group: selected on val_acc (mean of the last 5 evaluations)" in md
+    assert "metric: val_acc (mean of the last 5 evaluations)" in (tmp_path / "out" / "README.md").read_text()
+    assert not any("average" in w for w in res["warnings"])
+
+
+def test_mixed_readings_and_short_runs_are_warned_about(tmp_path):
+    recs = [_averaged(record(0, seed=0), 0.8), _averaged(record(1, seed=1), 0.8, evals=3), record(2, seed=2, acc=0.8)]
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    assert any("1 of 3 runs report their final evaluation" in w for w in res["warnings"])
+    assert any("1 run(s) had fewer evaluations than train.average_last and average what they have (fewest: 3)" in w for w in res["warnings"])
+
+
+def test_a_floor_the_task_states_is_shown_beside_the_metric(tmp_path):
+    recs = [record(i, seed=i, lr=lr, acc=0.9) for i, lr in enumerate([0.1, 0.1, 0.3, 0.3])]
+    for r in recs:
+        r["task_info"] = {"floor": {"val_acc": 0.99}}
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    assert res["summary"]["floor"].tolist() == [0.99, 0.99] and res["best"]["floor"].iloc[0] == 0.99
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert md.count("floor (real vs real)") >= 2 and "| 0.99 |" in md
+    plain = rep.report(write_sweep(tmp_path / "plain", [record(0)]), tmp_path / "out_plain", figures=False)
+    assert "floor (real vs real) |" not in (tmp_path / "out_plain" / "table.md").read_text() and plain["summary"]["floor"].isna().all()
+
+
+def test_declared_arm_keys_pair_every_arm_with_one_baseline(tmp_path):
+    """A GAN's records declare task.warmup_on (any value goes with no warm-up) and task.lr_mult.discriminator
+    (baseline 1) as arm keys: warm-up on G and two time scales without warm-up are both arms against the one
+    no-warm-up cell, not groups of their own."""
+    recs = []
+    arms = [("none", "both", 1, [0.80, 0.82, 0.84]), ("linear", "generator", 1, [0.85, 0.88, 0.91]), ("linear", "discriminator", 1, [0.8, 0.8, 0.8]),
+            ("none", "both", 2, [0.70, 0.71, 0.72])]
+    for warmup, on, mult, accs in arms:
+        for seed, a in enumerate(accs):
+            r = record(len(recs), warmup=warmup, lr=0.1, seed=seed, acc=a)
+            r["overrides"] += [f"task.warmup_on={on}", f"task.lr_mult.discriminator={mult}"]
+            r["config"]["task"] = {"warmup_on": on, "lr_mult": {"discriminator": mult, "generator": 1}}
+            r["arm_keys"] = {"task.warmup_on": None, "task.lr_mult.discriminator": 1.0, "task.lr_mult.generator": 1.0}
+            recs.append(r)
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    e = res["effect"].set_index(["warmup", "task.warmup_on", "task.lr_mult.discriminator"])
+    assert len(e) == 3
+    assert e.loc[("linear", "generator", "1"), "diff"] == pytest.approx(0.88 - 0.82) and e.loc[("linear", "generator", "1"), "n_pairs"] == 3
+    assert e.loc[("none", "both", "2"), "diff"] == pytest.approx(0.71 - 0.82)
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| linear lr_mult.discriminator=1 warmup_on=generator |" in md and "| none lr_mult.discriminator=2 warmup_on=both |" in md

@@ -75,3 +75,25 @@ def test_killed_without_warning_restarts_from_last_checkpoint(tmp_path, referenc
     # checkpoint_every is part of the config, so compare against the reference's rows and metrics
     assert (tmp_path / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
 
+
+
+def test_averaged_metrics_survive_a_kill(tmp_path):
+    """train.average_last: the last evaluations (and the test scores already taken at the averaged steps) travel in
+    the checkpoint, so a run killed after step 199 (the first averaged evaluation) ends with the same final_avg and
+    test_avg as an uninterrupted one."""
+    avg = ["train.average_last=3", "train.checkpoint_every=40"]
+    ref = tmp_path / "ref"
+    p = run_bench(*ARGS, *avg, f"hydra.run.dir={ref}")
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "killed"
+    proc = _start(out, *avg)
+    _wait_rows(out, 250, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    p = run_bench(*ARGS, *avg, f"hydra.run.dir={out}")
+    assert p.returncode == 0, p.stderr
+    a, b = json.loads((out / "result.json").read_text()), json.loads((ref / "result.json").read_text())
+    assert a["resumed_from"] is not None and a["resumed_from"] >= 240  # after the test split was scored at step 199
+    assert a["final_avg_steps"] == b["final_avg_steps"] == [199, 249, 299]
+    assert a["final_avg"] == b["final_avg"] and a["test_avg"] == b["test_avg"] and a["test"] == b["test"]
+    assert (out / "metrics.jsonl").read_bytes() == (ref / "metrics.jsonl").read_bytes()
