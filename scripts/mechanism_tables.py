@@ -14,8 +14,8 @@ figure); this script adds what the study's four questions need (conf/experiment/
 - ``alternatives.csv`` (c): GI-Adam and RAdam without warm-up against Adam with and without warm-up: success
   rate and test accuracy per LR, and paired (same seed and LR) t-tests against Adam with the 80-step warm-up.
 - ``adaptive.csv`` (d): Adam and RMSprop with an 80-step warm-up against none at the same LR and seed: the
-  spread log10(p99 / p1) and the largest p99 of the per-parameter step lr / (sqrt(v_hat) + eps) over the first
-  100 steps, and the generalization gap (test loss - training-set loss) at the end, each with a paired t-test.
+  spread log10(p99 / p1) (median over the logged steps) and log10 of the largest p99 of the per-parameter step
+  lr / (sqrt(v_hat) + eps) over the first 100 steps, and the generalization gap (test loss - training-set loss) at the end, each with a paired t-test.
 - ``mechanism.md``: the same tables in Markdown, for the results README.
 """
 
@@ -32,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
-from bench.stats import clopper_pearson, paired_t_pvalue  # noqa: E402
+from bench.stats import clopper_pearson, holm, paired_t_pvalue  # noqa: E402
 
 EARLY = 100        # steps of "early training" for the adaptive-step spread
 SPIKE_WINDOW = 200  # steps in which a loss spike counts as a catapult
@@ -228,20 +228,28 @@ def adaptive(runs: pd.DataFrame) -> pd.DataFrame:
             continue
         e = c[(c["step"] <= EARLY) & c["adaptive_step_p99"].notna()]
         spread.append(float(np.median(np.log10(e["adaptive_step_p99"] / e["adaptive_step_p1"]))))
-        top.append(float(e["adaptive_step_p99"].max()))
-    sel["early_spread"], sel["early_p99_max"] = spread, top
+        top.append(float(np.log10(e["adaptive_step_p99"].max())))
+    sel["early_spread"], sel["early_log10_p99_max"] = spread, top
     sel["gap_loss"] = sel["test_loss"] - sel["train_set_loss"]
     out = []
     for opt in ("adam", "rmsprop"):
         for lr in sorted(sel.loc[sel["optimizer"] == opt, "lr"].unique()):
             at = sel[(sel["optimizer"] == opt) & np.isclose(sel["lr"], lr)]
             row = {"optimizer": opt, "lr": lr}
-            for col, need in (("early_spread", False), ("early_p99_max", False), ("gap_loss", True)):
+            for col, need in (("early_spread", False), ("early_log10_p99_max", False), ("gap_loss", True)):
                 t = _paired(at, {"warmup_steps": 80}, {"warmup_steps": 0}, col, by=("seed",), need_success=need)
                 row |= {f"{col}_warm80": at.loc[at["warmup_steps"] == 80, col].median(), f"{col}_none": at.loc[at["warmup_steps"] == 0, col].median(),
                         f"{col}_diff": t["mean_diff"], f"{col}_pairs": t["pairs"], f"{col}_p_t": t["p_t"]}
             out.append(row)
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    for col in ("early_spread", "early_log10_p99_max", "gap_loss"):  # Holm over the table's LRs and optimizers, per question
+        p = df[f"{col}_p_t"].to_numpy(float) if len(df) else np.array([])
+        ok = np.isfinite(p)
+        adj = np.full(len(p), math.nan)
+        if ok.any():
+            adj[ok] = holm(p[ok].tolist())
+        df[f"{col}_p_holm"] = adj
+    return df
 
 
 def markdown(frames: dict[str, pd.DataFrame]) -> str:
