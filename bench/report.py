@@ -57,7 +57,7 @@ class Sweep:
     ``runs`` has one row per readable record: the cell keys (``task``, ``optimizer``, ``warmup``,
     ``batch_size`` = ``batch.size``, ``lr_base`` = ``optimizer.lr``, then every other varying key), ``seed``,
     ``status``, ``measured`` (trained to its last step), ``finished`` (measured or diverged: an outcome of
-    training), ``success``, ``lr_peak`` (after the scaling rule), ``scaling``, ``base_batch_size``, ``decay``,
+    training), ``success``, ``lr_peak`` (after the scaling rule), ``lr_mean`` (averaged over the budget), ``scaling``, ``base_batch_size``, ``decay``,
     ``metric_name`` / ``metric`` (final validation value of the chosen metric; NaN unless measured),
     ``test_name`` / ``test_metric`` (its held-out test value, NaN when the record has none), ``chance``
     (what a run that learned nothing scores on the metric, NaN when the record does not say),
@@ -348,6 +348,7 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             scaling=r.get("scaling"),
             base_batch_size=r.get("base_batch_size"),
             lr_peak=r.get("lr_peak"),
+            lr_mean=_number(r.get("lr_mean")),  # the LR averaged over the budget (NaN in records before it was kept)
             warmup_steps=max((r.get("warmup_steps") or {"": 0}).values()),
             metric_name=name,
             mode=mode,
@@ -461,6 +462,7 @@ def summarize(sw: Sweep) -> pd.DataFrame:
         row = dict(zip(sw.keys, key))
         row.update(
             lr_peak=g["lr_peak"].iloc[0],
+            lr_mean=g["lr_mean"].iloc[0],
             metric_name=g["metric_name"].iloc[0],
             mode=g["mode"].iloc[0],
             n_runs=len(g),
