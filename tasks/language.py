@@ -17,7 +17,10 @@ Metrics, all in nats per predicted token unless stated:
   only, ``val_ppl = exp(val_loss)``; validation and test masks are drawn once from ``split_seed``
   so every evaluation scores the same positions.
 
-``evaluate("test")`` computes the same metrics, under the same names, on the test split.
+``evaluate("test")`` computes the same metrics, under the same names, on the test split, and
+``evaluate("train")`` on a fixed part of the training text (``train_eval``: windows from offset 0
+chosen as for validation, at most ``eval_tokens`` tokens; BERT's masks drawn once, after the
+validation and test masks), in evaluation mode, for the generalization gap test - train.
 ``chance`` is a uniform guess over the tokeniser's V tokens (:func:`uniform_chance`).
 """
 
@@ -117,6 +120,7 @@ class _TextTask(Task):
     """Shared corpus, batching and evaluation plumbing; subclasses build the model and the loss."""
 
     extra_tokens = 1  # tokens per block beyond context_length (the LM's last target)
+    train_eval = True  # evaluate("train"): eval_tokens of the training text, fixed windows, for the generalization gap
     #: Where the model places layer norm when it is not a choice (transformers' models); None: ``task.norm`` picks.
     fixed_norm: str | None = None
 
@@ -157,7 +161,8 @@ class _TextTask(Task):
         n = len(self.corpus.train_ids) - self.extra_tokens
         self.n_train = n // self.context
         self.max_offset = min(self.context - 1, n - self.n_train * self.context)  # offsets that keep n_train blocks
-        self.eval_blocks = {split: self._eval_windows(self.corpus.ids(split), cfg.eval_tokens) for split in ("val", "test")}
+        # "train": a fixed sample of the training windows (offset 0, spread over the split), the same for every run
+        self.eval_blocks = {split: self._eval_windows(self.corpus.ids(split), cfg.eval_tokens) for split in ("val", "test", "train")}
 
     def _blocks(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         return lm_blocks(ids, self.context, offset) if self.extra_tokens else mlm_blocks(ids, self.context, offset)
@@ -194,6 +199,8 @@ class _TextTask(Task):
             "train_blocks": self.n_train,
             "val_blocks": len(self.eval_blocks["val"]),
             "test_blocks": len(self.eval_blocks["test"]),
+            "train_eval_blocks": len(self.eval_blocks["train"]),
+            "norm": self.fixed_norm or self.cfg.norm,  # where layer norm sits in the model that was built (post | pre)
             "parameters": count_parameters(self.model),
         }
 
@@ -309,8 +316,9 @@ class BertMLMTask(_TextTask):
             pad_token_id=self.vocab + 1,
         )
         self.model = LogitsOnly(BertForMaskedLM(conf)).to(device)
-        g = torch.Generator().manual_seed(cfg.split_seed)  # validation masks first, then test masks from the same stream
-        self.eval_masks = {split: mask_tokens(self.eval_blocks[split], self.vocab, self.mask_id, p, generator=g) for split in ("val", "test")}
+        # validation masks first, then test, then the training sample's, from one stream (adding one keeps the others)
+        g = torch.Generator().manual_seed(cfg.split_seed)
+        self.eval_masks = {split: mask_tokens(self.eval_blocks[split], self.vocab, self.mask_id, p, generator=g) for split in ("val", "test", "train")}
         self.metrics = {"val_loss": "min", "val_acc": "max", "val_ppl": "min"}
         self.chance = uniform_chance(self.vocab, self.metrics)
 

@@ -40,6 +40,8 @@ def test_tiny_sweep_over_the_language_tasks(bench, tmp_path):
         train = [row for row in rows if row["kind"] == "train"]
         assert train[-1]["train_loss"] < train[0]["train_loss"]  # seen: falls by 1.0-1.3 nats over seeds 0-2, every task
         assert set(r["test"]) == {"test_" + k[4:] for k in r["metric_modes"]}  # every metric once on the test split
+        assert set(r["train_set"]) == {"train_set_" + k[4:] for k in r["metric_modes"]}  # and on the training sample (train_eval)
+        assert r["lr_mean"] == pytest.approx(3e-3) and r["task_info"]["norm"] == ("pre" if name in ("lm_preln", "gpt2_lm") else "post")
         assert r["chance"]["val_loss"] == pytest.approx(math.log(r["task_info"]["vocab_size"]))
     assert "val_bpc" in recs["lm_preln"]["final"] and "val_acc" in recs["bert_mlm"]["final"]
     assert "masked_acc/model" in metrics(recs["bert_mlm"]["output_dir"])[0]
