@@ -148,6 +148,22 @@ def test_evaluate_train_scores_a_fixed_part_of_the_training_text_in_eval_mode(na
             assert torch.equal(mask_tokens(task.eval_blocks[split], task.vocab, task.mask_id, 0.15, generator=g)[0], task.eval_masks[split][0])
 
 
+@pytest.mark.parametrize("name, cls", [("lm_postln", TransformerLMTask), ("bert_mlm", BertMLMTask)])
+def test_a_run_at_the_unigram_loss_is_stalled(name, cls):
+    """Learning the character frequencies only (a stalled Post-LN run) is a failure, though the training loss fell from ln V."""
+    task = cls(task_cfg(name, *TINY), 0, CPU)
+    u = task.extra_record()["unigram_val_loss"]
+    train = task.corpus.train_ids
+    p = (torch.bincount(train, minlength=task.corpus.tokenizer.vocab_size).double() + 1) / (len(train) + task.corpus.tokenizer.vocab_size)
+    targets = task.eval_blocks["val"][:, 1:] if name == "lm_postln" else task.eval_masks["val"][1][task.eval_masks["val"][1] != -100]
+    assert u == pytest.approx(-p.log()[targets.flatten()].mean().item()) and 3.0 < u < 3.5  # pydoc, characters: 3.25
+    first = math.log(task.corpus.tokenizer.vocab_size)
+    assert task.is_stalled(first, 0.75 * first, {"val_loss": u + 0.03})  # at the unigram loss, training loss 25 % down
+    assert task.is_stalled(first, 0.75 * first, {"val_loss": u - 0.09})
+    assert not task.is_stalled(first, 0.75 * first, {"val_loss": u - 0.11})
+    assert task.is_stalled(first, 0.97 * first, {"val_loss": u - 1.0})  # the default rule still holds
+
+
 def test_bpe_is_trained_on_the_training_split_only(tmp_path, monkeypatch):
     import tasks.text
 
