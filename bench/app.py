@@ -174,6 +174,9 @@ def start_record(job: Job, task: Task, plan: Plan) -> dict:
         "lr_scale": plan.lr_scale,
         "lr_peak": plan.lr_peak,
         "lr_peak_by_model": plan.peak_lrs(),
+        # the LR averaged over the budget (peak x mean multiplier): what a mean-matched control holds equal
+        "lr_mean": plan.lr_mean,
+        "lr_mean_by_model": plan.mean_lrs(),
         # the optimizer settings each model trains with (batch.scaling=sde changes betas and eps)
         "optimizer_by_model": {n: {k: v for k, v in c.items() if k not in ("_target_", "_partial_", "lr")} for n, c in plan.optimizer_cfgs.items()},
         "warmup": warmup_name(cfg),
@@ -270,9 +273,9 @@ def log_start(record: Mapping) -> None:
     env = record["env"]
     log.info("job dir %s", record["output_dir"])
     log.info(
-        "task %s | optimizer %s | warmup %s %s | decay %s | batch %d (base %d, scaling %s) | lr base %.4g, peak %.4g | %d steps (%d per epoch)",
+        "task %s | optimizer %s | warmup %s %s | decay %s | batch %d (base %d, scaling %s) | lr base %.4g, peak %.4g, mean %.4g | %d steps (%d per epoch)",
         record["task"], c.get("optimizer"), record["warmup"], record["warmup_steps"], record["decay"], record["batch_size"],
-        record["base_batch_size"], record["scaling"], record["lr_base"], record["lr_peak"], record["steps_planned"], record["steps_per_epoch"],
+        record["base_batch_size"], record["scaling"], record["lr_base"], record["lr_peak"], record["lr_mean"], record["steps_planned"], record["steps_per_epoch"],
     )
     log.info("device %s (%s), %s threads, seed %s%s", env["device"], env.get("device_name"), env["torch_threads"], cfg["seed"],
              f", probes {', '.join(record['probes'])}" if record.get("probes") else "")

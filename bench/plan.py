@@ -25,7 +25,18 @@ from omegaconf import DictConfig, OmegaConf
 from bench.errors import ConfigError, bad
 from bench.rules import Rule, boolean, fraction, int_at_least, is_int, is_number, number_above, one_of
 from bench.scaling import RULES, lr_scale, sde_optimizer
-from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, check_range, length_from_beta2, no_warmup
+from bench.schedules import (
+    DECAY_HARNESS_KEYS,
+    MEAN_MATCHED_SHAPES,
+    WARMUP_HARNESS_KEYS,
+    Schedule,
+    build,
+    check_range,
+    length_from_beta2,
+    linear_warmup,
+    mean_matched_schedule,
+    no_warmup,
+)
 
 #: The typed schema of the core keys: key -> rule. Plug-in and task keys are checked by their owners.
 SCHEMA: dict[str, Rule] = {
@@ -107,6 +118,36 @@ def cross_checks(cfg: DictConfig) -> None:
             k = given[0]
             raise bad(f"warmup.{k}", w[k], f"null: warmup={warmup_name(cfg)} derives its length from the optimizer's beta2")
         beta2(cfg.optimizer, warmup_name(cfg))
+    check_mean_matched(cfg)
+
+
+#: ``warmup.reference`` of a mean-matched control: key -> rule (the reference is the seed's linear warm-up).
+REFERENCE_KEYS: dict[str, Rule] = {"start_factor": fraction(), "fraction": fraction()}
+
+
+def check_mean_matched(cfg: DictConfig) -> None:
+    """``warmup.reference`` and ``warmup.shape`` (warmup=mean_matched): both or neither, on a warm-up without its
+    own multiplier, with no length of its own (the reference's ``fraction`` is the length it matches)."""
+    w = cfg.warmup
+    ref, shape = w.get("reference"), w.get("shape")
+    if ref is None:
+        if shape is not None:
+            raise bad("warmup.shape", shape, "null unless warmup.reference is set (warmup=mean_matched)")
+        return
+    name = warmup_name(cfg)
+    if not OmegaConf.is_dict(ref):
+        raise bad("warmup.reference", ref, f"a mapping with the keys {', '.join(REFERENCE_KEYS)} (the linear warm-up whose mean LR is matched)")
+    unknown = sorted(set(ref) - set(REFERENCE_KEYS))
+    if unknown:
+        raise bad(f"warmup.reference.{unknown[0]}", ref[unknown[0]], f"not a key of the reference: it takes {', '.join(REFERENCE_KEYS)} only")
+    for key, rule in REFERENCE_KEYS.items():
+        rule.check(f"warmup.reference.{key}", ref.get(key))
+    one_of(*MEAN_MATCHED_SHAPES).check("warmup.shape", shape)
+    for k in ("steps", "epochs", "fraction", "beta2_multiple"):
+        if w.get(k) is not None:
+            raise bad(f"warmup.{k}", w[k], f"null: warmup={name} has no warm-up; the length it matches is warmup.reference.fraction")
+    if warmup_fn(cfg).func is not no_warmup:
+        raise bad("warmup.reference", OmegaConf.to_container(ref), f"null for warmup={name}: only the mean-matched control (warmup=mean_matched, no warm-up of its own) takes a reference")
 
 
 def check_optimizer(opt_cfg: DictConfig) -> None:
@@ -196,6 +237,18 @@ class Plan:
 
     def peak_lrs(self) -> dict[str, float]:
         return {n: c["lr"] * self.lr_scale for n, c in self.optimizer_cfgs.items()}
+
+    def mean_lrs(self) -> dict[str, float]:
+        """Per model: its peak LR x its schedule's mean multiplier, the LR averaged over the run's updates."""
+        peaks = self.peak_lrs()
+        return {n: peaks[n] * s.mean for n, s in self.schedules.items()}
+
+    @property
+    def lr_mean(self) -> float:
+        """``lr_peak`` x the mean multiplier of the warmed-up models' schedule: the mean LR the warm-up and decay
+        choices give at this base LR, comparable across arms. Every model shares the decay and a warm-up only
+        lowers the multiplier, so that is the lowest mean over the models (one model: its mean)."""
+        return self.lr_peak * min((s.mean for s in self.schedules.values()), default=1.0)
 
 
 def make_plan(cfg: DictConfig, task, world_size: int = 1, config_hash: str = "") -> Plan:
@@ -296,6 +349,7 @@ def _budget(cfg: DictConfig, spe: int | None) -> int | None:
 def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]], total: int, spe: int | None) -> tuple[dict, dict]:
     """Per model: its optimizer config (base + overrides) and its Schedule; checks each LR and warm-up length."""
     warmup, decay = warmup_fn(cfg), decay_fn(cfg)
+    matched = _mean_matched(cfg, decay, total) if cfg.warmup.get("reference") is not None else None
     optimizer_cfgs, schedules = {}, {}
     base = OmegaConf.to_container(cfg.optimizer, resolve=True)
     for name, (overrides, applies_to) in models.items():
@@ -305,6 +359,9 @@ def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]]
         if not is_number(oc["lr"]) or oc["lr"] <= 0:
             raise bad(f"task lr for {name}", oc["lr"], "a number > 0")
         optimizer_cfgs[name] = oc
+        if matched is not None:
+            schedules[name] = matched if applies_to else Schedule(warmup=warmup, warmup_steps=0, decay=decay, total_steps=total)
+            continue
         # no_warmup needs no length: a preset may still set one for the other warm-ups it sweeps
         applies = applies_to and warmup.func is not no_warmup
         w = _warmup_steps(cfg, oc, total, spe) if applies else 0
@@ -317,6 +374,17 @@ def _model_schedules(cfg: DictConfig, models: Mapping[str, tuple[Mapping, bool]]
             total_steps=total,
         )
     return optimizer_cfgs, schedules
+
+
+def _mean_matched(cfg: DictConfig, decay, total: int) -> Schedule:
+    """The mean-matched control (:func:`bench.schedules.mean_matched_schedule`) of the linear warm-up from
+    ``warmup.reference.start_factor`` over ``round(warmup.reference.fraction x T)`` steps followed by the run's decay."""
+    ref = cfg.warmup.reference
+    w = round(ref.fraction * total)
+    if w < 1:
+        raise ConfigError(f"warmup.reference.fraction={ref.fraction} gives a reference warm-up of {w} steps at a budget of {total} steps: ask for at least 1 step")
+    reference = Schedule(warmup=functools.partial(linear_warmup, start_factor=ref.start_factor), warmup_steps=w, decay=decay, total_steps=total)
+    return mean_matched_schedule(reference, cfg.warmup.shape)
 
 
 def _probe_steps(total: int) -> list[int]:

@@ -59,7 +59,7 @@ class Sweep:
     ``runs`` has one row per readable record: the cell keys (``task``, ``optimizer``, ``warmup``,
     ``batch_size`` = ``batch.size``, ``lr_base`` = ``optimizer.lr``, then every other varying key), ``seed``,
     ``status``, ``measured`` (trained to its last step), ``finished`` (measured or diverged: an outcome of
-    training), ``success``, ``lr_peak`` (after the scaling rule), ``scaling``, ``base_batch_size``, ``decay``,
+    training), ``success``, ``lr_peak`` (after the scaling rule), ``lr_mean`` (averaged over the budget), ``scaling``, ``base_batch_size``, ``decay``,
     ``metric_name`` / ``metric`` (validation value of the chosen metric from the record's ``metric_block``: the
     final evaluation, or with ``train.average_last`` the mean of the last K evaluations; NaN unless measured),
     ``metric_block``, ``avg_evals`` (evaluations averaged; NaN for ``final``), ``average_last`` (K),
@@ -371,6 +371,7 @@ def load(root: Path, metric: str | None = None) -> Sweep:
             scaling=r.get("scaling"),
             base_batch_size=r.get("base_batch_size"),
             lr_peak=r.get("lr_peak"),
+            lr_mean=_number(r.get("lr_mean")),  # the LR averaged over the budget (NaN in records before it was kept)
             warmup_steps=max((r.get("warmup_steps") or {"": 0}).values()),
             metric_name=name,
             mode=mode,
@@ -518,6 +519,7 @@ def summarize(sw: Sweep) -> pd.DataFrame:
         row = dict(zip(sw.keys, key))
         row.update(
             lr_peak=g["lr_peak"].iloc[0],
+            lr_mean=g["lr_mean"].iloc[0],
             metric_name=g["metric_name"].iloc[0],
             mode=g["mode"].iloc[0],
             n_runs=len(g),

@@ -13,6 +13,10 @@ Warm-ups and decays are plug-ins: each is a plain function, instantiated from it
   optimizer's beta2 when the YAML sets ``beta2_multiple``) before it calls ``f``;
 - decay: ``f(step: int, total_steps: int, **params) -> float`` in [0, 1].
 
+One option is not a multiplier of its own: ``warmup=mean_matched`` (a ``warmup.reference``
+node) is the no-warm-up control at the mean LR of a reference warm-up, a constant level the
+harness computes from the budget and the decay (:func:`mean_matched_schedule`).
+
 Warm-up and decay are independent: the decay sees only ``s`` and ``T``, so two runs that
 differ only in warm-up follow the same decay curve once warm-up is over. A function's own
 keyword parameters are checked by the rules attached with :func:`bench.rules.params`.
@@ -30,7 +34,9 @@ from bench.errors import ConfigError
 from bench.rules import fraction, increasing_fractions, int_at_least, params
 
 #: Keys of a ``warmup`` node that the harness reads (length, naming); all others are the function's.
-WARMUP_HARNESS_KEYS = ("name", "steps", "epochs", "fraction", "default_fraction", "beta2_multiple")
+WARMUP_HARNESS_KEYS = ("name", "steps", "epochs", "fraction", "default_fraction", "beta2_multiple", "reference", "shape")
+#: ``warmup.shape`` of a mean-matched control (:func:`mean_matched_schedule`).
+MEAN_MATCHED_SHAPES = ("constant", "decay")
 #: Keys of a ``decay`` node that the harness reads.
 DECAY_HARNESS_KEYS = ("name",)
 
@@ -204,16 +210,18 @@ def check_range(fn: Callable[[int, int], float], steps: range, length: int, what
 
 @dataclass(frozen=True)
 class Schedule:
-    """A resolved LR multiplier for one model: a warm-up of ``warmup_steps`` times a decay.
+    """A resolved LR multiplier for one model: ``level`` times a warm-up of ``warmup_steps`` times a decay.
 
     ``warmup_steps`` is w (tau for the exponential kinds) in optimizer steps; 0 means no warm-up
-    (the warm-up function is not called).
+    (the warm-up function is not called). ``level`` in (0, 1] is 1 except for a mean-matched
+    control (:func:`mean_matched_schedule`), where it lowers the whole curve to a target mean.
     """
 
     warmup: WarmupFn
     warmup_steps: int
     decay: DecayFn
     total_steps: int
+    level: float = 1.0
 
     def warmup_multiplier(self, s: int) -> float:
         return 1.0 if self.warmup_steps == 0 else self.warmup(s, self.warmup_steps)
@@ -223,4 +231,40 @@ class Schedule:
 
     def __call__(self, s: int) -> float:
         """LR multiplier for 0-based update ``s``."""
-        return self.warmup_multiplier(s) * self.decay_multiplier(s)
+        return self.level * self.warmup_multiplier(s) * self.decay_multiplier(s)
+
+    @functools.cached_property
+    def mean(self) -> float:
+        """The mean multiplier over the budget (:func:`mean_multiplier`): the run's mean LR / peak LR.
+        Computed once, a step at a time (a few seconds for 10^6 steps)."""
+        return mean_multiplier(self, self.total_steps)
+
+
+def mean_multiplier(fn: Callable[[int], float], total_steps: int) -> float:
+    """``(1/T) * sum_{s=0}^{T-1} fn(s)``: the mean of an LR multiplier over a budget of T updates."""
+    return math.fsum(fn(s) for s in range(total_steps)) / total_steps
+
+
+def mean_matched_schedule(reference: Schedule, shape: str) -> Schedule:
+    """A control without warm-up whose mean multiplier equals ``reference.mean`` = m_ref.
+
+    So that a warm-up arm and its control differ in the shape of the early LR only, not in the
+    average LR (a warm-up lowers the mean: linear from 0.1 over 10 % of a linearly decayed run
+    gives m_ref = 0.4565 at T = 1000,
+    where the decay alone gives 0.5).
+
+    - ``shape="constant"``: a flat multiplier m_ref at every step (the reference's decay is only
+      used to compute m_ref);
+    - ``shape="decay"``: the reference's decay without its warm-up, scaled by m_ref / m_decay
+      (m_decay the decay's own mean), i.e. the same decay curve from a lower peak.
+
+    Both levels are at most 1, since a warm-up multiplier is at most 1. Raises ConfigError when
+    the decay's mean is 0 (no level can match it).
+    """
+    m_ref, total = reference.mean, reference.total_steps
+    if shape == "constant":
+        return Schedule(warmup=no_warmup, warmup_steps=0, decay=constant_decay, total_steps=total, level=m_ref)
+    m_decay = mean_multiplier(reference.decay_multiplier, total)
+    if m_decay <= 0.0:
+        raise ConfigError(f"warmup.shape=decay cannot match a mean LR: the decay's mean multiplier over {total} steps is 0 (use warmup.shape=constant)")
+    return Schedule(warmup=no_warmup, warmup_steps=0, decay=reference.decay, total_steps=total, level=m_ref / m_decay)

@@ -17,8 +17,18 @@ Metrics, all in nats per predicted token unless stated:
   only, ``val_ppl = exp(val_loss)``; validation and test masks are drawn once from ``split_seed``
   so every evaluation scores the same positions.
 
-``evaluate("test")`` computes the same metrics, under the same names, on the test split.
+``evaluate("test")`` computes the same metrics, under the same names, on the test split, and
+``evaluate("train")`` on a fixed part of the training text (``train_eval``: windows from offset 0
+chosen as for validation, at most ``eval_tokens`` tokens; BERT's masks drawn once, after the
+validation and test masks), in evaluation mode, for the generalization gap test - train.
 ``chance`` is a uniform guess over the tokeniser's V tokens (:func:`uniform_chance`).
+
+A run that trained to its end is ``stalled`` (a failure) when its final ``val_loss`` is within
+``STALL_MARGIN`` nats of the unigram loss (or above it): the cross-entropy, on the very targets
+validation scores, of the training split's token frequencies (add-one smoothed), recorded as
+``task_info.unigram_val_loss``. That is where a stalled Post-LN run sits: it learned the character
+frequencies and nothing else, though its training loss fell from ln V, so the harness's default
+rule (last training loss >= 0.95 x the first) does not see it.
 """
 
 from __future__ import annotations
@@ -37,6 +47,9 @@ from tasks.base import Task, count_parameters
 from tasks.text import Corpus, build_corpus, check_context, check_corpus_config, lm_blocks, mlm_blocks, pydoc_text, split_text
 
 NORMS = ("post", "pre")
+#: Nats above the unigram validation loss below which a run counts as having learned more than token frequencies.
+#: Pilots (pydoc, character level, unigram 3.25): stalled Post-LN runs end at 3.27-3.29, learning ones below 2.7.
+STALL_MARGIN = 0.1
 
 
 def _ppl(loss: float) -> float:
@@ -117,6 +130,7 @@ class _TextTask(Task):
     """Shared corpus, batching and evaluation plumbing; subclasses build the model and the loss."""
 
     extra_tokens = 1  # tokens per block beyond context_length (the LM's last target)
+    train_eval = True  # evaluate("train"): eval_tokens of the training text, fixed windows, for the generalization gap
     #: Where the model places layer norm when it is not a choice (transformers' models); None: ``task.norm`` picks.
     fixed_norm: str | None = None
 
@@ -157,7 +171,20 @@ class _TextTask(Task):
         n = len(self.corpus.train_ids) - self.extra_tokens
         self.n_train = n // self.context
         self.max_offset = min(self.context - 1, n - self.n_train * self.context)  # offsets that keep n_train blocks
-        self.eval_blocks = {split: self._eval_windows(self.corpus.ids(split), cfg.eval_tokens) for split in ("val", "test")}
+        # "train": a fixed sample of the training windows (offset 0, spread over the split), the same for every run
+        self.eval_blocks = {split: self._eval_windows(self.corpus.ids(split), cfg.eval_tokens) for split in ("val", "test", "train")}
+        counts = torch.bincount(self.corpus.train_ids.cpu(), minlength=self.corpus.tokenizer.vocab_size).double() + 1.0
+        self.unigram_nll = -(counts / counts.sum()).log()  # per token id: -log p(token) under the training frequencies
+
+    def _unigram_loss(self, targets: torch.Tensor) -> float:
+        """Mean cross-entropy of the training split's token frequencies on ``targets`` (token ids)."""
+        return float(self.unigram_nll[targets.flatten().cpu()].mean())
+
+    def is_stalled(self, first_loss: float | None, last_loss: float | None, final_metrics) -> bool:
+        """The default rule, or a final validation loss within STALL_MARGIN of the unigram loss (module docstring)."""
+        final = final_metrics.get("val_loss")
+        near_unigram = final is not None and final >= self.unigram_val_loss - STALL_MARGIN
+        return near_unigram or super().is_stalled(first_loss, last_loss, final_metrics)
 
     def _blocks(self, ids: torch.Tensor, offset: int) -> torch.Tensor:
         return lm_blocks(ids, self.context, offset) if self.extra_tokens else mlm_blocks(ids, self.context, offset)
@@ -194,6 +221,9 @@ class _TextTask(Task):
             "train_blocks": self.n_train,
             "val_blocks": len(self.eval_blocks["val"]),
             "test_blocks": len(self.eval_blocks["test"]),
+            "train_eval_blocks": len(self.eval_blocks["train"]),
+            "unigram_val_loss": self.unigram_val_loss,  # a run within STALL_MARGIN of it is stalled
+            "norm": self.fixed_norm or self.cfg.norm,  # where layer norm sits in the model that was built (post | pre)
             "parameters": count_parameters(self.model),
         }
 
@@ -204,6 +234,7 @@ class TransformerLMTask(_TextTask):
     def __init__(self, cfg: DictConfig, seed: int, device: torch.device):
         super().__init__(cfg, seed, device)
         self.model = self._build(cfg).to(device)
+        self.unigram_val_loss = self._unigram_loss(self.eval_blocks["val"][:, 1:])  # the targets validation scores
         self.char_level = cfg.tokenizer.kind == "char"
         self.metrics = {"val_loss": "min", "val_ppl": "min", **({"val_bpc": "min"} if self.char_level else {})}
         self.chance = uniform_chance(self.corpus.tokenizer.vocab_size, self.metrics)
@@ -309,10 +340,13 @@ class BertMLMTask(_TextTask):
             pad_token_id=self.vocab + 1,
         )
         self.model = LogitsOnly(BertForMaskedLM(conf)).to(device)
-        g = torch.Generator().manual_seed(cfg.split_seed)  # validation masks first, then test masks from the same stream
-        self.eval_masks = {split: mask_tokens(self.eval_blocks[split], self.vocab, self.mask_id, p, generator=g) for split in ("val", "test")}
+        # validation masks first, then test, then the training sample's, from one stream (adding one keeps the others)
+        g = torch.Generator().manual_seed(cfg.split_seed)
+        self.eval_masks = {split: mask_tokens(self.eval_blocks[split], self.vocab, self.mask_id, p, generator=g) for split in ("val", "test", "train")}
         self.metrics = {"val_loss": "min", "val_acc": "max", "val_ppl": "min"}
         self.chance = uniform_chance(self.vocab, self.metrics)
+        labels = self.eval_masks["val"][1]
+        self.unigram_val_loss = self._unigram_loss(labels[labels != -100])  # the masked positions validation scores
 
     def loss(self, name: str, model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict]:
         inputs, labels = mask_tokens(batch, self.vocab, self.mask_id, self.cfg.mask_prob)

@@ -41,6 +41,9 @@ CASES = [
     (["batch=linear", "batch.size=1024", "batch.base_size=1", "optimizer.lr=1e308"], "optimizer.lr=1e+308 is not allowed: a base LR whose scaled peak"),
     (["warmup=none", "warmup.steps=500"], "warmup.steps=500 is not allowed: null with warmup=none"),
     (["warmup.fraction=0.1"], "warmup.fraction=0.1 is not allowed: null with warmup=none"),  # warmup=none is the default
+    (["warmup=mean_matched", "warmup.shape=triangle"], "warmup.shape='triangle' is not allowed: one of constant, decay"),
+    (["warmup=mean_matched", "warmup.reference.fraction=0"], "warmup.reference.fraction=0 is not allowed: a number in (0, 1]"),
+    (["warmup=mean_matched", "warmup.steps=10"], "warmup.steps=10 is not allowed: null: warmup=mean_matched has no warm-up"),
 ]
 
 

@@ -84,3 +84,22 @@ def test_logged_lr_follows_each_formula(tmp_path):
     assert ok == 30
     untuned = [r for r in results(sweep) if r["warmup"] == "untuned_linear"]
     assert untuned and all(r["warmup_steps"]["model"] == 20 for r in untuned)  # floor(2 / (1 - 0.9))
+
+
+@pytest.mark.slow
+def test_mean_matched_control_logs_the_mean_lr_of_its_warmup_arm(tmp_path):
+    """warmup=mean_matched through the CLI: the LRs it logs average to its reference arm's (linear warm-up over 10 % from
+    0.1, then linear decay), flat for shape=constant and the decay's shape for shape=decay; lr_mean in every record is that mean."""
+    common = ["optimizer=adam", "optimizer.lr=0.002", "decay=linear", "train.epochs=null", "train.steps=40", "train.log_every=1",
+              "train.eval_every=40", "report=false", "hardware.threads=1"]
+    assert run_bench("warmup=linear", "warmup.fraction=0.1", *common, f"hydra.run.dir={tmp_path / 'arm'}").returncode == 0
+    p = run_bench("-m", "warmup=mean_matched", "warmup.shape=constant,decay", *common, f"hydra.sweep.dir={tmp_path / 'ctrl'}")
+    assert p.returncode == 0, p.stderr
+    lrs = {}
+    for r in [json.loads((tmp_path / "arm" / "result.json").read_text()), *results(tmp_path / "ctrl")]:
+        name = r["config"]["warmup"].get("shape") or "arm"
+        lrs[name] = [x["lr"] for x in metrics(Path(r["output_dir"])) if x["kind"] == "train"]
+        assert len(lrs[name]) == 40 and r["lr_mean"] == pytest.approx(sum(lrs[name]) / 40, rel=1e-12)
+    assert sum(lrs["constant"]) == pytest.approx(sum(lrs["arm"]), rel=1e-12) == pytest.approx(sum(lrs["decay"]), rel=1e-12)
+    assert len(set(lrs["constant"])) == 1 and lrs["arm"][0] == pytest.approx(0.0002)  # flat / from 0.1 x the peak
+    assert lrs["decay"][-1] == 0.0 and lrs["decay"][0] < 0.002  # the decay from a lower peak

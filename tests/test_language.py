@@ -124,6 +124,46 @@ def test_evaluate_test_scores_the_test_split_with_the_validation_names():
     assert abs(test["val_loss"] / math.log(v) - 1) < 0.05  # untrained: the uniform guess that chance names
 
 
+@pytest.mark.parametrize("name, cls", [("lm_postln", TransformerLMTask), ("lm_preln", TransformerLMTask), ("bert_mlm", BertMLMTask)])
+def test_evaluate_train_scores_a_fixed_part_of_the_training_text_in_eval_mode(name, cls):
+    """train_eval: evaluate("train") gives the validation names on eval_tokens of the training split (windows from
+    offset 0 spread over it, BERT's masks fixed), the same at every call, in eval mode (dropout off), and puts the
+    model back in training mode; the harness records it as train_set_* for the generalization gap (test - train)."""
+    task = cls(task_cfg(name, *TINY, "task.dropout=0.5"), 0, CPU)
+    assert task.train_eval and task.extra_record()["train_eval_blocks"] == 2048 // 16
+    train = task.corpus.train_ids
+    windows = task.eval_blocks["train"]
+    width = windows.shape[1]
+    for k in (0, len(windows) // 2, len(windows) - 1):  # each one a window of the training text at a multiple of the context
+        starts = [i for i in range(0, len(train) - width + 1, 16) if torch.equal(train[i : i + width], windows[k])]
+        assert starts, k
+    assert not torch.equal(windows[1], train[16 : 16 + width])  # spread over the split, not its first windows
+    with torch.no_grad():
+        a, b, val = task.evaluate("train"), task.evaluate("train"), task.evaluate("val")
+    assert a == b and set(a) == set(val) and a != val
+    assert task.model.training  # back to training mode
+    if name == "bert_mlm":  # the training sample's masks come after the validation and test masks, which stay as they were
+        g = torch.Generator().manual_seed(0)
+        for split in ("val", "test"):
+            assert torch.equal(mask_tokens(task.eval_blocks[split], task.vocab, task.mask_id, 0.15, generator=g)[0], task.eval_masks[split][0])
+
+
+@pytest.mark.parametrize("name, cls", [("lm_postln", TransformerLMTask), ("bert_mlm", BertMLMTask)])
+def test_a_run_at_the_unigram_loss_is_stalled(name, cls):
+    """Learning the character frequencies only (a stalled Post-LN run) is a failure, though the training loss fell from ln V."""
+    task = cls(task_cfg(name, *TINY), 0, CPU)
+    u = task.extra_record()["unigram_val_loss"]
+    train = task.corpus.train_ids
+    p = (torch.bincount(train, minlength=task.corpus.tokenizer.vocab_size).double() + 1) / (len(train) + task.corpus.tokenizer.vocab_size)
+    targets = task.eval_blocks["val"][:, 1:] if name == "lm_postln" else task.eval_masks["val"][1][task.eval_masks["val"][1] != -100]
+    assert u == pytest.approx(-p.log()[targets.flatten()].mean().item()) and 3.0 < u < 3.5  # pydoc, characters: 3.25
+    first = math.log(task.corpus.tokenizer.vocab_size)
+    assert task.is_stalled(first, 0.75 * first, {"val_loss": u + 0.03})  # at the unigram loss, training loss 25 % down
+    assert task.is_stalled(first, 0.75 * first, {"val_loss": u - 0.09})
+    assert not task.is_stalled(first, 0.75 * first, {"val_loss": u - 0.11})
+    assert task.is_stalled(first, 0.97 * first, {"val_loss": u - 1.0})  # the default rule still holds
+
+
 def test_bpe_is_trained_on_the_training_split_only(tmp_path, monkeypatch):
     import tasks.text
 
@@ -289,6 +329,21 @@ def test_post_and_pre_ln_differ_only_in_norm_placement():
     h = post.tok(x) + post.pos(torch.arange(16))
     out = post.layers[0](h, src_mask=post.causal, is_causal=True)
     assert torch.allclose(out.std(-1, unbiased=False), torch.ones(2, 16), atol=1e-3)
+
+
+def test_bert_is_post_ln_and_its_record_says_so():
+    """BERT (Devlin et al. 2019), like the original Transformer, normalises after each residual sum:
+    x = LN(x + f(x)) after attention and after the MLP (transformers' BertSelfOutput and BertOutput)."""
+    task = BertMLMTask(task_cfg("bert_mlm", *TINY), 0, CPU)
+    assert task.extra_record()["norm"] == "post" and task_cfg("bert_mlm").norm == "post"
+    layer = task.model.hf.bert.encoder.layer[0]
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 32)  # the sub-layer's input, the residual
+    for sub in (layer.attention.output, layer.output):  # after attention, after the MLP: LN(x + dense(f))
+        f = torch.randn(2, 16, sub.dense.in_features)  # the attention heads' output / the MLP's hidden activations
+        assert torch.allclose(sub.eval()(f, x), sub.LayerNorm(sub.dense(f) + x), atol=1e-6)
+    assert TransformerLMTask(task_cfg("lm_postln", *TINY), 0, CPU).extra_record()["norm"] == "post"
+    assert TransformerLMTask(task_cfg("lm_preln", *TINY), 0, CPU).extra_record()["norm"] == "pre"
 
 
 def test_causal_mask_hides_the_future():

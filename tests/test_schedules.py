@@ -14,7 +14,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from bench.app import CONF_DIR
 from bench.errors import ConfigError
 from bench.scaling import lr_scale, peak_lr, sde_optimizer
-from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, length_from_beta2
+from bench.schedules import DECAY_HARNESS_KEYS, WARMUP_HARNESS_KEYS, Schedule, build, length_from_beta2, mean_matched_schedule, mean_multiplier
 
 T = 100  # budget
 W = 10  # warm-up length
@@ -166,6 +166,106 @@ def test_lambdalr_applies_step_s_multiplier_to_update_s():
     assert seen[0] == pytest.approx(0.05)
     assert seen[W - 1] == pytest.approx(0.5)
     assert seen[W] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------- the mean-matched control (warmup=mean_matched)
+
+
+def reference(total, w, decay="constant", start_factor=0.1, **dkeys):
+    return sched("linear", w, decay, total, start_factor=start_factor, **dkeys)
+
+
+def test_mean_matched_by_hand():
+    # T = 10, linear from 0.5 over w = 2 steps (0.5, 1, 1, ...), linear decay 1 - s/9 (mean 0.5):
+    # reference sum = sum(1 - s/9) - 0.5 * 1 = 5 - 0.5, mean 0.45
+    ref = reference(10, 2, "linear", start_factor=0.5, floor=0.0)
+    assert ref.mean == pytest.approx(0.45, abs=1e-12)
+    flat = mean_matched_schedule(ref, "constant")
+    assert [flat(0), flat(5), flat(9)] == [pytest.approx(0.45)] * 3 and flat.warmup_steps == 0
+    scaled = mean_matched_schedule(ref, "decay")  # the decay from a peak of 0.45 / 0.5 = 0.9
+    assert scaled(0) == pytest.approx(0.9) and scaled(9) == 0.0 and scaled(3) == pytest.approx(0.9 * (1 - 3 / 9))
+    # constant decay: reference 0.5, 1 x 9 -> 0.95, and both shapes are the flat 0.95
+    ref = reference(10, 2, start_factor=0.5)
+    assert mean_matched_schedule(ref, "constant")(7) == mean_matched_schedule(ref, "decay")(7) == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize("shape", ["constant", "decay"])
+@pytest.mark.parametrize("decay, dkeys", [("constant", {}), ("linear", {"floor": 0.0}), ("cosine", {"floor": 0.1}), ("step", {}), ("inverse_sqrt", {})])
+@pytest.mark.parametrize("total, fraction", [(7, 0.3), (100, 0.02), (1000, 0.05), (1000, 0.1), (1503, 0.1), (2000, 1.0)])
+def test_mean_matched_mean_equals_the_reference(shape, decay, dkeys, total, fraction):
+    ref = reference(total, max(1, round(fraction * total)), decay, **dkeys)
+    ctrl = mean_matched_schedule(ref, shape)
+    assert abs(mean_multiplier(ctrl, total) - mean_multiplier(ref, total)) < 1e-9
+    assert ctrl.warmup_steps == 0 and 0 < ctrl.level <= 1
+    values = [ctrl(s) for s in range(total)]
+    assert max(values) <= 1.0 and (len(set(values)) == 1 if shape == "constant" else values == [ctrl.level * ref.decay_multiplier(s) for s in range(total)])
+
+
+def test_mean_matched_refuses_a_decay_of_mean_zero():
+    ref = Schedule(warmup=plugin("warmup", "linear"), warmup_steps=2, decay=lambda s, t: 0.0, total_steps=10)
+    with pytest.raises(ConfigError, match="the decay's mean multiplier over 10 steps is 0"):
+        mean_matched_schedule(ref, "decay")
+    assert mean_matched_schedule(ref, "constant")(3) == 0.0
+
+
+def _plan(*overrides, total=1000):
+    from hydra import compose, initialize_config_dir
+
+    from bench.plan import resolve_plan, validate
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["optimizer=adam", "optimizer.lr=0.002", f"train.steps={total}", "train.epochs=null", *overrides])
+    validate(cfg)
+    return resolve_plan(cfg, train_size=10_000, models={"model": ({}, True)})
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine", "constant"])
+def test_mean_matched_through_the_plan_matches_the_warmup_arm(decay):
+    """warmup=mean_matched at a base LR has the lr_mean (recorded in every result.json) of warmup=linear at
+    the reference's start and fraction, at the same base LR."""
+    arm = _plan("warmup=linear", "warmup.fraction=0.1", "warmup.start_factor=0.1", f"decay={decay}")
+    for shape in ("constant", "decay"):
+        ctrl = _plan("warmup=mean_matched", f"warmup.shape={shape}", f"decay={decay}")
+        assert abs(ctrl.lr_mean - arm.lr_mean) < 1e-12 and ctrl.mean_lrs()["model"] == pytest.approx(arm.lr_mean, abs=1e-12)
+        assert ctrl.schedules["model"].warmup_steps == 0 and arm.schedules["model"].warmup_steps == 100
+    if decay == "linear":  # linear from 0.1 over 100 of 1000 steps, then linear decay: mean 0.4565 (see mean_matched_schedule)
+        assert arm.lr_mean == pytest.approx(0.002 * 0.4564714714714715)
+    assert _plan("warmup=none", f"decay={decay}").lr_mean > arm.lr_mean  # warm-up lowers the mean LR
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["warmup.shape=triangle"], "warmup.shape='triangle' is not allowed: one of constant, decay"),
+        (["warmup.reference.fraction=0"], "warmup.reference.fraction=0 is not allowed: a number in (0, 1]"),
+        (["warmup.reference.fraction=1.5"], "warmup.reference.fraction=1.5 is not allowed: a number in (0, 1]"),
+        (["warmup.reference.start_factor=0"], "warmup.reference.start_factor=0 is not allowed: a number in (0, 1]"),
+        (["warmup.reference.start_factor=null"], "warmup.reference.start_factor=None is not allowed: a number in (0, 1]"),
+        (["+warmup.reference.steps=10"], "warmup.reference.steps=10 is not allowed: not a key of the reference"),
+        (["warmup.reference=0.1"], "warmup.reference=0.1 is not allowed: a mapping with the keys start_factor, fraction"),
+        (["warmup.steps=100"], "warmup.steps=100 is not allowed: null: warmup=mean_matched has no warm-up"),
+        (["warmup.fraction=0.1"], "warmup.fraction=0.1 is not allowed: null: warmup=mean_matched has no warm-up"),
+        (["warmup.reference.fraction=0.0001"], "warmup.reference.fraction=0.0001 gives a reference warm-up of 0 steps at a budget of 1000 steps"),
+    ],
+)
+def test_mean_matched_bad_values_are_one_line(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        _plan("warmup=mean_matched", *overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["warmup=linear", "+warmup.shape=constant"], "warmup.shape='constant' is not allowed: null unless warmup.reference is set"),
+        (["warmup=linear", "+warmup.reference={start_factor:0.1,fraction:0.1}", "+warmup.shape=constant"],
+         "warmup.reference={'start_factor': 0.1, 'fraction': 0.1} is not allowed: null for warmup=linear"),
+    ],
+)
+def test_only_the_mean_matched_control_takes_a_reference(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        _plan(*overrides)
+    assert message in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ def test_presets_keep_their_own_choices():
     """A preset's `override /optimizer` wins over its task's (the preset is read first)."""
     assert _compose("experiment=gan_warmup").hydra.runtime.choices.optimizer == "adam"
     tw = _compose("experiment=transformer_warmup")
-    assert tw.hydra.runtime.choices.optimizer == "adam" and tw.batch.size == 16 and tw.train.steps == 150
+    assert tw.hydra.runtime.choices.optimizer == "adam" and tw.batch.size == 16 and tw.train.steps == 1000 and tw.hydra.runtime.choices.decay == "linear"
     assert _compose("experiment=goyal_cifar").train.eval_every == 351  # once per epoch of the 45,000 training images
 
 

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The transformer_warmup study (conf/experiment/transformer_warmup.yaml has the design), in resumable parts, as two
+# studies with a report each. Every run: 6 layers x width 32, batch 16 x 64 characters, 1,000 steps (2.75 epochs), Adam
+# betas (0.9, 0.99) unless named, linear decay to 0; LR = lr_ref[task] x lr_mult, lr_mult a factor 2 apart; 5 seeds.
+# lm (SWEEP/lm): Post-LN (lr 0.002-0.032) and Pre-LN (0.004-0.064) LMs, lr_mult 0.25,0.5,1,2,4:
+#   lm_linear     adam, linear warm-up over 2 / 5 / 10 % x 2 tasks x 5 LRs x 5 seeds                 150 jobs
+#   lm_none       adam and radam without warm-up x 2 tasks x 5 LRs x 5 seeds                         100 jobs
+#   lm_untuned    adam, untuned linear warm-up (2 / (1 - 0.99) = 200 steps) x 2 tasks x 5 x 5          50 jobs
+#   lm_matched    adam, mean-matched control of the 10 % warm-up (flat LR) x 2 tasks x 5 x 5          50 jobs
+#   350 jobs, ~1.6 h (cost below).
+# bert (SWEEP/bert): bert_mlm (Post-LN), the same arms on 4 LRs (lr 0.001-0.008, lr_mult 0.5,1,2,4), plus RMSProp
+# (alpha 0.99, no betas) without and with the 10 % warm-up on 5 LRs (lr 0.00025-0.004, lr_ref.bert_mlm=0.001):
+#   bert_linear   adam, linear warm-up over 2 / 5 / 10 % x 4 LRs x 5 seeds                             60 jobs
+#   bert_none     adam and radam without warm-up x 4 LRs x 5 seeds                                     40 jobs
+#   bert_untuned  adam, untuned linear warm-up (200 steps) x 4 x 5                                     20 jobs
+#   bert_matched  adam, mean-matched control of the 10 % warm-up x 4 x 5                               20 jobs
+#   bert_rmsprop_none     rmsprop without warm-up x 5 LRs x 5 seeds                                    25 jobs
+#   bert_rmsprop_linear   rmsprop, linear warm-up over 10 % x 5 LRs x 5 seeds                          25 jobs
+#   190 jobs, ~55 min.
+# Cost, measured as the CPU time (user + sys) of 2-job joblib sweeps of these parts at hardware.threads=1, on this
+# 2-core VM while other studies shared it: an LM run 31-32 s, a BERT run 34 s, plus ~17 s per part (launcher, worker
+# start-up); a run's wall time equals its CPU time when its job has a core to itself. So lm = 350 x 32 s / 2 jobs
+# + 4 parts ~ 5,650 s (1.6 h) and bert = 190 x 34 s / 2 + 6 parts ~ 3,300 s (55 min) on 2 otherwise idle cores.
+# Pilots (seed 0, 1,000 steps): see the preset's lr_ref comments for where each arm trains and where it stalls.
+# Then python -m bench.report over each study's folder.
+# Usage: bash scripts/study_transformer_warmup.sh [lm|bert|all] [Hydra overrides for every part] (not task, optimizer,
+# warmup, warmup.fraction, lr_mult or seed: the parts set those). SWEEP=DIR picks the folder (rerun with the same
+# SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+DIR=${SWEEP:-multirun/transformer_warmup/$(date -u +%Y-%m-%d_%H-%M-%S)}
+WHAT=${1:-all}
+shift $(( $# > 0 ? 1 : 0 ))
+export WANDB_MODE=${WANDB_MODE:-offline}
+echo "[transformer_warmup] sweep directory: $DIR"
+part() { local name=$1; shift; echo "[transformer_warmup] part $name: $*"; "$PY" -m bench -m experiment=transformer_warmup "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
+NO_LENGTH=(warmup.fraction=null)
+BERT=(task=bert_mlm lr_mult=0.5,1,2,4)
+RMSPROP=(task=bert_mlm optimizer=rmsprop '~optimizer.betas' lr_ref.bert_mlm=0.001 lr_mult=0.25,0.5,1,2,4)
+start=$(date +%s)
+if [ "$WHAT" = lm ] || [ "$WHAT" = all ]; then
+  part lm/lm_linear "$@"
+  part lm/lm_none optimizer=adam,radam warmup=none "${NO_LENGTH[@]}" "$@"
+  part lm/lm_untuned warmup=untuned_linear "${NO_LENGTH[@]}" "$@"
+  part lm/lm_matched warmup=mean_matched "${NO_LENGTH[@]}" "$@"
+  "$PY" -m bench.report "$DIR/lm"
+fi
+if [ "$WHAT" = bert ] || [ "$WHAT" = all ]; then
+  part bert/bert_linear "${BERT[@]}" "$@"
+  part bert/bert_none "${BERT[@]}" optimizer=adam,radam warmup=none "${NO_LENGTH[@]}" "$@"
+  part bert/bert_untuned "${BERT[@]}" warmup=untuned_linear "${NO_LENGTH[@]}" "$@"
+  part bert/bert_matched "${BERT[@]}" warmup=mean_matched "${NO_LENGTH[@]}" "$@"
+  part bert/bert_rmsprop_none "${RMSPROP[@]}" warmup=none "${NO_LENGTH[@]}" "$@"
+  part bert/bert_rmsprop_linear "${RMSPROP[@]}" warmup.fraction=0.1 "$@"
+  "$PY" -m bench.report "$DIR/bert"
+fi
+echo "[transformer_warmup] finished in $(( $(date +%s) - start )) s"
