@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 from bench.report import not_ok_text  # noqa: E402
 
 DPI = 120
+PANEL_COLUMNS = 4  # panels per row in the per-group probe figures
 FIGURES = ("heatmap.png", "lr_vs_batch.png", "warmup_comparison.png", "curves.png", "divergence.png", "sharpness.png", "noise_scale.png")
 SMOOTH = 9  # logged train rows in the moving average of curves.png (raw values drawn faintly behind)
 WARMUP_ORDER = ["none", "constant", "linear", "exponential", "untuned_linear", "untuned_exponential"]
@@ -438,8 +439,12 @@ def sharpness_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path
             panels.append((label, key, loaded))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 4.4), squeeze=False, constrained_layout=True)
-    for ax, (label, key, loaded) in zip(axes[0], panels):
+    cols = min(PANEL_COLUMNS, len(panels))  # a sweep with many groups wraps into rows instead of one strip
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.4 * cols, 4.4 * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (label, key, loaded) in zip(axes.flat, panels):
         twin = ax.twinx()
         for (lr, r, m), color in zip(loaded, plt.cm.viridis(np.linspace(0, 0.9, len(loaded)))):
             t = _probe_rows(m, key)

@@ -16,6 +16,8 @@ figure); this script adds what the study's four questions need (conf/experiment/
 - ``adaptive.csv`` (d): Adam and RMSprop with an 80-step warm-up against none at the same LR and seed: the
   spread log10(p99 / p1) (median over the logged steps) and log10 of the largest p99 of the per-parameter step
   lr / (sqrt(v_hat) + eps) over the first 100 steps, and the generalization gap (test loss - training-set loss) at the end, each with a paired t-test.
+- ``sharpness_traces.png`` (b): sharpness over its limit against the step for one seed of each arm at the target
+  LRs in TRACES.
 - ``mechanism.md``: the same tables in Markdown, for the results README.
 """
 
@@ -143,6 +145,44 @@ def phase_figure(cells: pd.DataFrame, path: Path) -> None:
     fig.suptitle("Success rate (colour; successes/runs) and mean test error of the successful runs\n"
                  "per target LR and warm-up length (Kalra & Barkeshli 2024 Fig. 4/5 analogue)", fontsize=10)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+TRACES = (  # (panel title, model, optimizers, probe, target LR): the cells the README's question (b) reads
+    ("MLP, momentum SGD, lr 0.28 (no warm-up diverges)", "mlp", ("sgd",), "sharpness", 0.28284),
+    ("MLP, Adam family, lr 0.016", "mlp", ("adam", "gi_adam", "radam"), "precond_sharpness", 0.016),
+    ("BatchNorm ResNet, momentum SGD, lr 1.6", "resnet", ("sgd",), "sharpness", 1.6),
+)
+
+
+def trace_figure(runs: pd.DataFrame, path: Path, seed: int = 0) -> None:
+    """Sharpness over its stability limit (lambda_t / limit_t at each step's LR) for one seed of each arm of the
+    cells in TRACES: 1 is the edge of stability; a warm-up that keeps the curve at or below 1 while the LR
+    rises is what Kalra & Barkeshli 2024 describe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TRACES), figsize=(5.6 * len(TRACES), 4.2), squeeze=False, constrained_layout=True)
+    for ax, (title, model, opts, probe, lr) in zip(axes[0], TRACES):
+        sel = runs[(runs["model"] == model) & runs["optimizer"].isin(opts) & np.isclose(runs["lr"], lr, rtol=1e-3) & (runs["seed"] == seed)]
+        for _, r in sel.sort_values(["optimizer", "warmup_steps"]).iterrows():
+            c = curves(r["dir"])
+            if probe not in c or f"{probe}_limit" not in c:
+                continue
+            m = c[c[probe].notna()].sort_values("step")
+            label = f"{r['optimizer']}, warm-up {r['warmup_steps']}" + ("" if r["success"] else f" ({r['status']})")
+            ax.plot(m["step"], m[probe] / m[f"{probe}_limit"], "o-", ms=2.5, lw=1.2, label=label)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{probe} / its limit at the step's LR")
+        ax.set_title(f"{title}\nseed {seed}", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Sharpness over its stability limit during training (dashed: the edge of stability)", fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -293,13 +333,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, df in (("phase", cells), ("stable_lr", stable), ("sharpness", sharp), ("alternatives", alt), ("adaptive", ada)):
         df.to_csv(args.out / f"{name}.csv", index=False)
     phase_figure(cells, args.out / "phase.png")
+    trace_figure(runs, args.out / "sharpness_traces.png")
     (args.out / "mechanism.md").write_text(markdown({
         "(a) Largest LR with a success rate >= 0.8 per warm-up length, and no warm-up against the longest (Fisher exact)": stable,
         "(b) Sharpness against its stability limit (medians over seeds)": sharp,
         "(c) GI-Adam and RAdam without warm-up against Adam (paired by seed against Adam with the 80-step warm-up)": alt,
         "(d) Early adaptive step and generalization gap: 80-step warm-up against none (paired by seed)": ada,
     }))
-    print(f"wrote {args.out}/phase.csv, stable_lr.csv, sharpness.csv, alternatives.csv, adaptive.csv, phase.png, mechanism.md")
+    print(f"wrote {args.out}/phase.csv, stable_lr.csv, sharpness.csv, alternatives.csv, adaptive.csv, phase.png, sharpness_traces.png, mechanism.md")
     return 0
 
 
