@@ -270,7 +270,7 @@ def adaptive(runs: pd.DataFrame) -> pd.DataFrame:
         spread.append(float(np.median(np.log10(e["adaptive_step_p99"] / e["adaptive_step_p1"]))))
         top.append(float(np.log10(e["adaptive_step_p99"].max())))
     sel["early_spread"], sel["early_log10_p99_max"] = spread, top
-    sel["gap_loss"] = sel["test_loss"] - sel["train_set_loss"]
+    sel["gap_loss"] = (sel["test_loss"] - sel["train_set_loss"]).where(sel["success"])  # a failed run has no gap to speak of
     out = []
     for opt in ("adam", "rmsprop"):
         for lr in sorted(sel.loc[sel["optimizer"] == opt, "lr"].unique()):
