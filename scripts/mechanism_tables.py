@@ -24,6 +24,7 @@ figure); this script adds what the study's four questions need (conf/experiment/
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -34,6 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
+from bench.report import curves as read_curves  # noqa: E402
 from bench.stats import clopper_pearson, holm, paired_t_pvalue  # noqa: E402
 
 EARLY = 100        # steps of "early training" for the adaptive-step spread
@@ -65,17 +67,11 @@ def load(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@functools.lru_cache(maxsize=None)
 def curves(d: str) -> pd.DataFrame:
-    rows = []
-    with open(Path(d) / "metrics.jsonl") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("kind") == "train":
-                rows.append(rec)
-    return pd.DataFrame(rows)
+    """The run's training rows (the report's reader: a truncated last line is dropped), read once per run."""
+    c = read_curves(d)
+    return c[c["kind"] == "train"].reset_index(drop=True) if "kind" in c else c
 
 
 CELL = ["model", "optimizer", "warmup_steps", "lr"]
