@@ -241,6 +241,9 @@ def finish_record(record: dict, outcome: Outcome, task: Task, plan: Plan, wall: 
         for unit, per in task.units_per_example().items():
             throughput[f"{unit}_per_step"] = per * plan.batch_size
             throughput[f"{unit}_per_s"] = per * examples / outcome.train_time_s
+    if outcome.probe_time_s:  # what the probes cost this run: their seconds over the rest of training
+        throughput["probe_time_s"] = outcome.probe_time_s
+        throughput["probe_overhead"] = outcome.probe_time_s / max(outcome.train_time_s - outcome.probe_time_s, 1e-9)
     record.update(
         status=status,
         steps=outcome.steps,

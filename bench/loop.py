@@ -59,6 +59,7 @@ class Outcome:
     test_avg: dict = field(default_factory=dict)  # the test metrics averaged over the same evaluation steps (runs that trained to the end)
     train_set: dict = field(default_factory=dict)  # the same metrics on the training set (tasks with train_eval), for the generalization gap
     train_time_s: float = 0.0
+    probe_time_s: float = 0.0  # the part of train_time_s spent in the probes' measurements
     resumed_from: int | None = None
     preempted: bool = False
 
@@ -205,7 +206,11 @@ def train(plan: Plan, task, logger, dist: Dist, out_dir, preempt: "ckpt.PreemptF
                 if dist.is_main:
                     logger.log({"kind": "train", "step": bad[0], "epoch": bad[0] / plan.steps_per_epoch, "diverged": bad[1]})
                 break
-        probed = _measure(due_probes, step, task, models, opts, lrs, measure_batch) if due_probes else {}
+        probed = {}
+        if due_probes:
+            t_probe = time.perf_counter()
+            probed = _measure(due_probes, step, task, models, opts, lrs, measure_batch)
+            out.probe_time_s += time.perf_counter() - t_probe
         if log_now:
             row["train_loss"] = dist.all_mean(total_loss)  # the global batch's loss, not this shard's
             row.update(probed)

@@ -205,7 +205,7 @@ class Sharpness(Probe):
     ``batch`` examples.
     """
 
-    def __init__(self, every: int = 500, batch: int = 128, iters: int = 20, tol: float = 1e-3, seed: int = 0):
+    def __init__(self, every: int = 1000, batch: int = 128, iters: int = 20, tol: float = 1e-2, seed: int = 0):
         super().__init__(every)
         _check_common(self.key(), every, batch, iters, tol)
         self.batch, self.iters, self.tol, self.seed = batch, iters, tol, seed
@@ -317,7 +317,7 @@ class NoiseScale(Probe):
     Cost per call: ``parts`` forward/backward passes over ``batch`` examples in all.
     """
 
-    def __init__(self, every: int = 200, batch: int = 512, parts: int = 8, ema: float = 0.9, seed: int = 0):
+    def __init__(self, every: int = 1000, batch: int = 512, parts: int = 8, ema: float = 0.9, seed: int = 0):
         super().__init__(every)
         from bench.errors import bad
 
@@ -382,7 +382,7 @@ class AdaptiveStep(Probe):
     moment are skipped. Above ``max_elements`` weights an evenly strided subset is used. Cost per call: a pass
     over the optimizer state and a sort."""
 
-    def __init__(self, every: int = 10, percentiles: tuple = (1, 50, 99), max_elements: int = 1 << 22):
+    def __init__(self, every: int = 20, percentiles: tuple = (1, 50, 99), max_elements: int = 1 << 14):
         super().__init__(every)
         from bench.errors import bad
 

@@ -6,7 +6,12 @@ divergence checks and bookkeeping (and, in the probe cases, the probes of ``diag
 Rounds alternate (harness, bare, harness, ...) in one process so drift in machine load hits
 both; the printed ratio is the median over rounds of harness steps/s / bare steps/s.
 Target: >= 0.97 with ``diagnostics=none``. The probe cases state what the two shipped probes
-(grad_norm, update_ratio) cost at every=1 and every=50.
+(grad_norm, update_ratio) cost at every=1 and every=50. A case with probes also times the same
+harness without them in each round; ``probes`` is the median of harness-with / harness-without steps/s,
+what the probes alone cost (target for the curvature and noise probes at their default cadence: >= 1/1.1,
+i.e. at most 10 % more time; docs/diagnostics.md); ``timed`` is the median of the probes' own seconds over the
+rest of the loop, timed inside the loop (``throughput.probe_overhead`` in a run's record), which machine load
+moves less than a ratio of two separate runs.
 
     python scripts/bench_overhead.py                          # digits at batch 64 and 1024, probes at batch 64
     python scripts/bench_overhead.py --case lm="task=lm_preln"  # any task via Hydra overrides
@@ -66,12 +71,14 @@ def _bare(task, plan, steps: int, batch_size: int) -> float:
     return time.perf_counter() - t0
 
 
-def _harness(task, plan, probes) -> float:
+def _harness(task, plan, probes, probe_share: list | None = None) -> float:
     with tempfile.TemporaryDirectory() as out:
         logger = Loggers(Path(out), [])
         outcome = train(plan, task, logger, Dist(), Path(out), PreemptFlag(), probes)
         logger.close({})
     assert outcome.status == "completed", outcome
+    if probe_share is not None:  # the probes' own seconds over the rest of the loop (the record's throughput.probe_overhead)
+        probe_share.append(outcome.probe_time_s / (outcome.train_time_s - outcome.probe_time_s))
     return outcome.train_time_s
 
 
@@ -85,12 +92,18 @@ def measure(name: str, overrides: list[str], steps: int, rounds: int, threads: i
     plan = build_plan(cfg, task)
     units = task.units_per_example()
     _bare(task, plan, min(steps, 20), cfg.batch.size)  # warm up allocator and kernels
-    h, b = [], []
+    probed = bool(build_probes(cfg.get("diagnostics")))
+    h, b, p, share = [], [], [], []
     for _ in range(rounds):
-        h.append(steps / _harness(task, plan, build_probes(cfg.get("diagnostics"))))
+        h.append(steps / _harness(task, plan, build_probes(cfg.get("diagnostics")), share))
         b.append(steps / _bare(task, plan, steps, cfg.batch.size))
+        if probed:  # the same harness without probes: what the probes alone cost
+            p.append(steps / _harness(task, plan, []))
     ratios = [x / y for x, y in zip(h, b)]
     row = {"case": name, "batch": cfg.batch.size, "harness_steps_s": statistics.median(h), "bare_steps_s": statistics.median(b), "ratio": statistics.median(ratios), "min_ratio": min(ratios)}
+    if probed:
+        row["probe_ratio"] = statistics.median(x / y for x, y in zip(h, p))
+        row["probe_overhead"] = statistics.median(share)
     for unit, per in units.items():
         row[f"harness_{unit}_s"] = row["harness_steps_s"] * cfg.batch.size * per
         row[f"bare_{unit}_s"] = row["bare_steps_s"] * cfg.batch.size * per
@@ -106,12 +119,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     cases = dict(c.split("=", 1) for c in args.case) if args.case else DEFAULT_CASES
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'case':<16} {'batch':>6} {'harness it/s':>13} {'bare it/s':>10} {'ratio':>7} {'min':>6}  extra")
+    print(f"{'case':<16} {'batch':>6} {'harness it/s':>13} {'bare it/s':>10} {'ratio':>7} {'min':>6} {'probes':>7} {'timed':>6}  extra")
     worst = 1.0
     for name, ov in cases.items():
         r = measure(name, ov.split(), args.steps, args.rounds, args.threads)
         extra = "  ".join(f"{k}={v:,.0f}" for k, v in r.items() if k.endswith("_s") and "steps" not in k)
-        print(f"{name:<16} {r['batch']:>6} {r['harness_steps_s']:>13.1f} {r['bare_steps_s']:>10.1f} {r['ratio']:>7.3f} {r['min_ratio']:>6.3f}  {extra}", flush=True)
+        probes = f"{r['probe_ratio']:.3f}" if "probe_ratio" in r else "-"
+        timed = f"{r['probe_overhead']:.1%}" if "probe_overhead" in r else "-"
+        print(f"{name:<16} {r['batch']:>6} {r['harness_steps_s']:>13.1f} {r['bare_steps_s']:>10.1f} {r['ratio']:>7.3f} {r['min_ratio']:>6.3f} {probes:>7} {timed:>6}  {extra}", flush=True)
         if "diagnostics" not in ov:
             worst = min(worst, r["ratio"])
     print(f"worst median ratio {worst:.3f} (target >= 0.97 without probes)")

@@ -185,6 +185,10 @@ def test_probes_leave_training_byte_identical(task_args, tmp_path):
         lim = [r for r in on if "sharpness_limit" in r]
         assert lim and all(r["sharpness_limit"] == pytest.approx(3.8 / r["lr"]) for r in lim if "lr" in r)
         assert not any(k.startswith(("precond_sharpness", "adaptive_step")) for k in keys)
+    # each record states what its probes cost: their own seconds inside the training time, and that share
+    thr = {name: json.loads((tmp_path / name / "result.json").read_text())["throughput"] for name in rows}
+    assert "probe_time_s" not in thr["off"] and "probe_overhead" not in thr["off"]
+    assert 0 < thr["on"]["probe_time_s"] and thr["on"]["probe_overhead"] > 0
 
 
 @pytest.mark.slow
