@@ -17,8 +17,8 @@ same optimizer at each one's best LR only. The study's verdicts (conf/experiment
 - ``paired.csv``: the named comparisons A vs B within a task (COMPARISONS, and every arm against adam/none), each
   ``at: best`` (each arm at its best LR: success rate >= STABLE and the lowest mean final validation loss) and
   ``at: <lr>`` at every LR both arms ran, paired by seed, for the training-set loss, the test loss and the gap: the
-  mean of A - B (interval from bench.stats.mean_interval), the exact sign-flip p and Holm over the table's rows of
-  that metric. Stalled runs are in; a pair with a non-finite side is dropped and counted (``dropped``).
+  mean of A - B (interval from bench.stats.mean_interval), the exact sign-flip p and the paired t p, each with Holm
+  over the metric's rows of the same kind (at: best, or per LR). Stalled runs are in; a pair with a non-finite side is dropped and counted (``dropped``).
 - ``loss_vs_lr.png``: per task, the median final training-set loss of each arm against the LR.
 - ``transformer.md``: the tables in Markdown for the results README (paired: the ``at: best`` rows and the per-LR
   rows against adam/none for the training-set loss).
@@ -37,7 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
 from bench.records import DIVERGED, finished_statuses, read_result  # noqa: E402
-from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue  # noqa: E402
+from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, paired_t_pvalue  # noqa: E402
 
 STABLE = 0.8  # a cell "trains" at this success rate or more (4 of 5 seeds), as the mechanism study's stable LR
 NONE = "adam/none"
@@ -187,13 +187,22 @@ def paired(runs: pd.DataFrame, cell: pd.DataFrame) -> pd.DataFrame:
                 mean, lo, hi, method = mean_interval(ok.tolist())
                 out.append({"task": task, "a": a, "b": b, "at": where, "lr_a": lr_a, "lr_b": lr_b, "metric": metric,
                             "pairs": len(ok), "dropped": len(d) - len(ok), "mean_diff": mean, "lo": lo, "hi": hi, "interval": method,
-                            "p_perm": paired_permutation_pvalue(ok.tolist())})
+                            "p_perm": paired_permutation_pvalue(ok.tolist()), "p_t": paired_t_pvalue(ok.tolist()) if len(ok) >= 2 else math.nan})
     df = pd.DataFrame(out)
     if df.empty:
         return df
+    # one family per metric and kind of row: the comparisons at each arm's best LR (the verdicts' tests), and
+    # those at every shared LR (the per-LR view); with 5 seeds the exact sign-flip p is at least 2/2^5 = 0.0625,
+    # so only the paired t-test (p_t) can reject, and its Holm column is the one to read
     df["p_holm"] = math.nan
-    for metric, g in df.groupby("metric"):  # one family per metric: every comparison and every LR of the table
+    df["p_t_holm"] = math.nan
+    family = np.where(df["at"] == "best", "best", "per_lr")
+    for _, g in df.groupby([df["metric"], family]):
         df.loc[g.index, "p_holm"] = holm(g["p_perm"].tolist())
+        pt = g["p_t"].to_numpy(float)
+        ok = np.isfinite(pt)
+        if ok.any():
+            df.loc[g.index[ok], "p_t_holm"] = holm(pt[ok].tolist())
     return df
 
 
@@ -284,13 +293,13 @@ def readable(cell: pd.DataFrame, stab: pd.DataFrame, pair: pd.DataFrame) -> dict
         shown = pd.DataFrame({"task": p["task"], "A vs B": p["a"] + " vs " + p["b"], "at": p["at"], "lr_a": p["lr_a"], "lr_b": p["lr_b"],
                               "metric": p["metric"], "pairs": p["pairs"], "dropped": p["dropped"],
                               "mean A - B [95%]": [_interval(*v) for v in p[["mean_diff", "lo", "hi"]].itertuples(index=False)],
-                              "p_perm": p["p_perm"], "p_holm": p["p_holm"]})
+                              "p_perm": p["p_perm"], "p_t": p["p_t"], "p_t_holm": p["p_t_holm"]})
     return {
         "Cells: successes [exact 95%], stalled and diverged runs, median losses over seeds (stalled runs included, diverged ones have none)": c,
         f"Largest LR with a success rate >= {STABLE:g} (on_edge: the grid's largest) and the best LR per arm": per_arm,
         f"Successes against {NONE} at each LR (Fisher exact, Holm over the table)": fisher,
         ("Paired by seed, A - B: each arm at its best LR (at: best), and against adam/none at each LR for the training-set loss "
-         "(sign-flip p; Holm over all of paired.csv's rows of the metric)"): shown,
+         "(exact sign-flip p, at least 0.0625 with 5 seeds; paired t p with Holm over the metric's rows of the same kind: best, or per LR)"): shown,
     }
 
 

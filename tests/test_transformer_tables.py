@@ -84,7 +84,13 @@ def test_paired_difference_exact_p_and_holm(tmp_path):
     half = t.ppf(0.975, 3) * math.sqrt(sum((x - 0.25) ** 2 for x in (0.1, 0.2, 0.3, 0.4)) / 3) / 2
     assert (row["lo"], row["hi"]) == pytest.approx((-0.25 - half, -0.25 + half))
     assert row["p_perm"] == pytest.approx(2 / 16)  # only the all-minus and all-plus sign vectors reach |mean| 0.25
-    assert row["p_holm"] == pytest.approx(2 * 2 / 16)  # two rows of the metric, both p = 1/8
+    assert row["p_holm"] == pytest.approx(2 / 16)  # the best-LR family of the metric holds this one row
+    per_lr = p[(p["at"] == "0.004") & (p["metric"] == "train_set_loss")].iloc[0]
+    assert per_lr["p_holm"] == pytest.approx(2 / 16)  # and the per-LR family its own
+    from scipy.stats import ttest_1samp
+
+    assert row["p_t"] == pytest.approx(ttest_1samp([-0.1, -0.2, -0.3, -0.4], 0).pvalue)  # the paired t-test, which 5 seeds need
+    assert row["p_t_holm"] == pytest.approx(row["p_t"])
     gap = p[(p["at"] == "best") & (p["metric"] == "gap_loss")].iloc[0]
     assert gap["mean_diff"] == pytest.approx(0.25)  # same test loss, lower training-set loss: a larger gap
 
