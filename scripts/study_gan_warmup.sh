@@ -23,18 +23,12 @@
 # Usage: bash scripts/study_gan_warmup.sh [ring|dcgan|all] [Hydra overrides for every part] (not task, warmup,
 # warmup.fraction, task.warmup_on, task.lr_mult.discriminator, optimizer.lr or seed: the parts set those).
 # SWEEP=DIR picks the folder (rerun with the same SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-DIR=${SWEEP:-multirun/gan_warmup/$(date -u +%Y-%m-%d_%H-%M-%S)}
+STUDY=gan_warmup
+source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
 WHAT=${1:-all}
 shift $(( $# > 0 ? 1 : 0 ))
-export WANDB_MODE=${WANDB_MODE:-offline}
-echo "[gan_warmup] sweep directory: $DIR"
-part() { local name=$1; shift; echo "[gan_warmup] part $name: $*"; "$PY" -m bench -m experiment=gan_warmup "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
 NONE=(warmup=none warmup.fraction=null task.warmup_on=both)   # the warm-up target means nothing without a warm-up
 DCGAN=(task=dcgan_digits optimizer.lr=2e-4,5.5e-4,1.5e-3,4e-3 seed=0,1,2,3,4,5,6,7)
-start=$(date +%s)
 if [ "$WHAT" = ring ] || [ "$WHAT" = all ]; then
   part ring/warmup "$@"
   part ring/none "${NONE[@]}" "$@"

@@ -9,14 +9,8 @@
 # Usage: bash scripts/study_goyal_fashion.sh [Hydra overrides for every part] (not batch.size, warmup, optimizer.lr,
 # task.norm or seed: the parts set those). SWEEP=DIR picks the folder; run it again with the same SWEEP to resume:
 # finished jobs are skipped (same config = same record). PYTHON=... picks the interpreter (default .venv/bin/python).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-DIR=${SWEEP:-multirun/goyal_fashion/$(date -u +%Y-%m-%d_%H-%M-%S)}
-echo "[goyal_fashion] sweep directory: $DIR"
-export WANDB_MODE=${WANDB_MODE:-offline}
-part() { local name=$1; shift; echo "[goyal_fashion] part $name: $*"; "$PY" -m bench -m experiment=goyal_fashion "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
-start=$(date +%s)
+STUDY=goyal_fashion
+source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
 part tune batch.size=32 warmup=none optimizer.lr=0.0125,0.025,0.05,0.1,0.2,0.4 task.norm=ghost,none seed=0,1,2 "$@"
 part tune/low batch.size=32 warmup=none optimizer.lr=0.003125,0.00625 task.norm=ghost,none seed=0,1,2 "$@"
 ETA_GHOST=$("$PY" scripts/goyal_table.py pick "$DIR/tune" --norm ghost)

@@ -9,17 +9,11 @@
 # then one report per pass: python -m bench.report SWEEP/coarse, SWEEP/refined and SWEEP/noise.
 # Usage: bash scripts/study_lr_batch_fashion.sh [coarse|refined|noise|all] [Hydra overrides for every part]
 # SWEEP=DIR picks the folder (rerun with the same SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-DIR=${SWEEP:-multirun/lr_batch_fashion/$(date -u +%Y-%m-%d_%H-%M-%S)}
+STUDY=lr_batch_fashion
+source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
 WHAT=${1:-all}
 shift $(( $# > 0 ? 1 : 0 ))
-export WANDB_MODE=${WANDB_MODE:-offline}
-echo "[lr_batch_fashion] sweep directory: $DIR"
-part() { local name=$1; shift; echo "[lr_batch_fashion] part $name: $*"; "$PY" -m bench -m experiment=lr_batch_fashion "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
 STEPS=(train.epochs=null train.steps=400)
-start=$(date +%s)
 if [ "$WHAT" = coarse ] || [ "$WHAT" = all ]; then
   part coarse/epochs optimizer=sgd,adam "$@"
   part coarse/steps optimizer=sgd,adam "${STEPS[@]}" "$@"

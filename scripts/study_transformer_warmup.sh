@@ -26,19 +26,13 @@
 # Usage: bash scripts/study_transformer_warmup.sh [lm|bert|all] [Hydra overrides for every part] (not task, optimizer,
 # warmup, warmup.fraction, lr_mult or seed: the parts set those). SWEEP=DIR picks the folder (rerun with the same
 # SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-DIR=${SWEEP:-multirun/transformer_warmup/$(date -u +%Y-%m-%d_%H-%M-%S)}
+STUDY=transformer_warmup
+source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
 WHAT=${1:-all}
 shift $(( $# > 0 ? 1 : 0 ))
-export WANDB_MODE=${WANDB_MODE:-offline}
-echo "[transformer_warmup] sweep directory: $DIR"
-part() { local name=$1; shift; echo "[transformer_warmup] part $name: $*"; "$PY" -m bench -m experiment=transformer_warmup "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
 NO_LENGTH=(warmup.fraction=null)
 BERT=(task=bert_mlm lr_mult=0.5,1,2,4)
 RMSPROP=(task=bert_mlm optimizer=rmsprop '~optimizer.betas' lr_ref.bert_mlm=0.001 lr_mult=0.25,0.5,1,2,4)
-start=$(date +%s)
 if [ "$WHAT" = lm ] || [ "$WHAT" = all ]; then
   part lm/lm_linear "$@"
   part lm/lm_none optimizer=adam,radam warmup=none "${NO_LENGTH[@]}" "$@"

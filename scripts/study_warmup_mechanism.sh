@@ -14,17 +14,11 @@
 # Usage: bash scripts/study_warmup_mechanism.sh [Hydra overrides for every part] (not optimizer, lr_mult, warmup,
 # warmup.steps, task.model, task.norm or seed: the parts set those). SWEEP=DIR picks the folder (rerun to resume);
 # PYTHON=... the interpreter.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-DIR=${SWEEP:-multirun/warmup_mechanism/$(date -u +%Y-%m-%d_%H-%M-%S)}
-export WANDB_MODE=${WANDB_MODE:-offline}
-echo "[warmup_mechanism] sweep directory: $DIR"
-part() { local name=$1; shift; echo "[warmup_mechanism] part $name: $*"; "$PY" -m bench -m experiment=warmup_mechanism "hydra.sweep.dir=$DIR/$name" report=false "$@"; }
+STUDY=warmup_mechanism
+source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
 NONE=(warmup=none warmup.steps=null)
 ADAM_LR=(lr_mult=2,8,32,64,128,256)
 RESNET=(task.model=resnet task.norm=batch optimizer=sgd train.epochs=2 lr_mult=4,8,16 diagnostics.sharpness.every=100 diagnostics.sharpness.iters=10 diagnostics.sharpness.batch=64)  # Hessian-vector products through convolutions are slow on this CPU
-start=$(date +%s)
 part mlp_sgd_warm "$@"
 part mlp_sgd_none "${NONE[@]}" "$@"
 part mlp_adam_warm optimizer=adam "${ADAM_LR[@]}" "$@"
