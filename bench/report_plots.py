@@ -262,24 +262,57 @@ def _cell_runs(sw, row) -> pd.DataFrame:
     return runs
 
 
-def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
-    """At the best LR per warm-up and batch size: each seed (dots), the mean, its 95% interval and n.
+def _arm_label(row, cols: list[str]) -> str:
+    """``linear`` or ``linear warmup.fraction=0.1 task.warmup_on=generator``: the warm-up and the arm keys that vary
+    (prefixes ``warmup.`` / ``task.`` dropped), the arm a cell belongs to."""
+    parts = [str(row["warmup"])]
+    for k in cols:
+        v = row[k]
+        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) in ("None", "nan", "null"):
+            continue
+        parts.append(f"{k.split('.', 1)[1] if k.startswith(('warmup.', 'task.')) else k}={_fmt_arm_value(v)}")
+    return " ".join(parts)
 
+
+def _fmt_arm_value(v) -> str:
+    try:
+        return f"{float(v):g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
+    """At the best LR per arm and batch size: each seed (dots), the mean, its 95% interval and n.
+
+    An arm is a warm-up with its arm keys (warm-up lengths, a GAN's warm-up target, ...): the arms of a group share
+    one panel, side by side at each batch size; groups (other keys) get a panel each, wrapped into rows.
     One seed has no interval: its mean is drawn without a bar and labelled so.
     """
-    facets = _facets(best, _other_keys(sw))
-    fig, axes = plt.subplots(1, len(facets), figsize=(6.4 * len(facets), 4.8), squeeze=False, constrained_layout=True)
-    warmups = _warmups(best)
-    for ax, (label, g) in zip(axes[0], facets):
+    from bench.report import arm_columns
+
+    arm_cols = [k for k in arm_columns(sw) if k in best.columns and best[k].astype(str).nunique() > 1]
+    best = best.assign(_arm=[_arm_label(r, arm_cols) for _, r in best.iterrows()]) if len(best) else best.assign(_arm=[])
+    facets = _facets(best, [k for k in _other_keys(sw) if k not in arm_cols])
+    cols = min(PANEL_COLUMNS, len(facets))
+    rows = -(-len(facets) // cols)
+    order = {w: i for i, w in enumerate(_warmups(best))}
+    arms = sorted(best["_arm"].unique(), key=lambda a: (order.get(a.split(" ")[0], len(order)), a))
+    colors = plt.cm.tab10.colors if len(arms) <= 10 else plt.cm.tab20.colors
+    per_bs = max(len(set(best["batch_size"])), 1)
+    width_in = max(6.4, 0.55 * len(arms) * per_bs + 2.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width_in * cols, 4.8 * rows), squeeze=False, constrained_layout=True)
+    for ax in axes.flat[len(facets):]:
+        ax.axis("off")
+    for ax, (label, g) in zip(axes.flat, facets):
         bs = sorted(g["batch_size"].unique())
-        width = 0.8 / max(len(warmups), 1)
-        for k, (wu, color) in enumerate(zip(warmups, plt.cm.tab10.colors)):
-            gw = g[g["warmup"] == wu].set_index("batch_size")
+        width = 0.8 / max(len(arms), 1)
+        for k, (arm, color) in enumerate(zip(arms, colors * (len(arms) // len(colors) + 1))):
+            gw = g[g["_arm"] == arm].set_index("batch_size")
             for i, b in enumerate(bs):
                 if b not in gw.index or not math.isfinite(gw.loc[b, "mean"]):
                     continue
                 r = gw.loc[b]
-                x = i + (k - (len(warmups) - 1) / 2) * width
+                x = i + (k - (len(arms) - 1) / 2) * width
                 cell = _cell_runs(sw, r.to_dict() | {"batch_size": b})
                 vals = cell.loc[cell["success"], "metric"].dropna().to_numpy(float)  # the runs the mean is over
                 ax.plot(np.full(len(vals), x + 0.12 * width), vals, ".", color=color, alpha=0.5, ms=4)
@@ -291,14 +324,18 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
                 if not r["eligible"]:
                     note += f"\n✕ {not_ok_text(r, sw)}"
                 ax.annotate(note, (x, r["mean"]), xytext=(-7, 0), textcoords="offset points", fontsize=6, ha="right", va="center", color="red" if not r["eligible"] else "0.25")
-            ax.errorbar([], [], fmt="o", color=color, label=wu)
+            if arm in set(g["_arm"]):
+                ax.errorbar([], [], fmt="o", color=color, label=arm)
         ax.set_xticks(range(len(bs)), [str(int(b)) for b in bs])
         ax.set_xlim(-0.6, len(bs) - 0.4)
         ax.set_xlabel("batch.size (examples/step)")
         ax.set_ylabel(_metric_label(sw, g["mode"].iloc[0], g["metric_name"].iloc[0]))
-        ax.set_title((label + "\n" if label else "") + "at the best LR per warm-up and batch size; dots: single seeds", fontsize=9)
+        ax.set_title((label + "\n" if label else "") + "at the best LR per arm and batch size; dots: single seeds", fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(title="warm-up", fontsize=8)
+        if len(arms) > 6:  # many arms: the legend beside the panel, not over the seeds
+            ax.legend(title="arm", fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(title="arm", fontsize=8)
     fig.suptitle("Warm-up comparison: mean over successful seeds\n95% interval (t below 10 runs, BCa from 10); n = successful seeds; ✕: runs that did not succeed", fontsize=9)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -589,3 +589,24 @@ def test_declared_arm_keys_pair_every_arm_with_one_baseline(tmp_path):
     assert e.loc[("none", "both", "2"), "diff"] == pytest.approx(0.71 - 0.82)
     md = (tmp_path / "out" / "table.md").read_text()
     assert "| linear lr_mult.discriminator=1 warmup_on=generator |" in md and "| none lr_mult.discriminator=2 warmup_on=both |" in md
+
+
+def test_warmup_comparison_puts_the_arms_of_a_group_in_one_panel(tmp_path):
+    """Arm keys (a GAN's warm-up target, two time scales) are arms side by side in one panel, not a panel each."""
+    from matplotlib.image import imread
+
+    from bench import report_plots
+
+    recs = []
+    for warmup, on, mult in [("none", "both", 1), ("linear", "generator", 1), ("linear", "discriminator", 1), ("none", "both", 2), ("none", "both", 4)]:
+        for seed in range(3):
+            r = record(len(recs), warmup=warmup, lr=0.1, seed=seed, acc=0.8 + 0.01 * seed)
+            r["overrides"] += [f"task.warmup_on={on}", f"task.lr_mult.discriminator={mult}"]
+            r["config"]["task"] = {"warmup_on": on, "lr_mult": {"discriminator": mult, "generator": 1}}
+            r["arm_keys"] = {"task.warmup_on": None, "task.lr_mult.discriminator": 1.0, "task.lr_mult.generator": 1.0}
+            recs.append(r)
+    rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out")
+    height, width = imread(tmp_path / "out" / "warmup_comparison.png").shape[:2]
+    assert width < 2.5 * height  # one panel (five panels in a row were 5 x 6.4 in wide)
+    assert report_plots._arm_label({"warmup": "linear", "task.warmup_on": "generator", "warmup.fraction": 0.1}, ["task.warmup_on", "warmup.fraction"]) == "linear warmup_on=generator fraction=0.1"
+    assert report_plots._arm_label({"warmup": "none", "warmup.fraction": "null"}, ["warmup.fraction"]) == "none"
