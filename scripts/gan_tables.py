@@ -169,11 +169,17 @@ def figure(c: pd.DataFrame, path: Path) -> None:
     floor = c["floor"].dropna()
     if len(floor):
         axes[1].axhline(floor.iloc[0], color="grey", ls=":", label="floor (real vs real)")
+    from matplotlib.ticker import NullFormatter
+
+    lrs = sorted(c["lr"].unique())
     for ax, title in zip(axes, ("success rate (not collapsed)", f"test {metric} (mean of last 5 evaluations)", "D accuracy (real + fake) / 2")):
         ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{v:g}" for v in lrs])  # the grid's LRs, not log-scale minor labels that overlap
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("G's learning rate")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
+    axes[0].set_ylim(-0.05, 1.05)
     axes[2].axhline(0.5, color="grey", ls=":")
     axes[2].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{c['task'].iloc[0]}: every arm at every LR (means over seeds)")
