@@ -29,6 +29,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -845,6 +846,44 @@ def _fmt(v, digits: int = 4) -> str:
             return "–"
         return f"{v:.{digits}g}"
     return str(v)
+
+
+def short_number(v) -> str:
+    """A table cell for a study script's Markdown: 3 significant digits (scientific from 1e4), '–' for NaN."""
+    if isinstance(v, (float, np.floating)):
+        if math.isnan(v):
+            return "–"
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+    return str(v)
+
+
+def study_arguments(description: str, argv: list[str] | None = None) -> argparse.Namespace | None:
+    """The study scripts' command line, ``SWEEP --out DIR``; None (after one error line) when SWEEP is no folder."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("sweep_dir", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
+        return None
+    return args
+
+
+def markdown_sections(frames: Mapping[str, pd.DataFrame], empty: str = "(no rows)") -> str:
+    """One '### title' section per frame, each a Markdown table of its columns (cells by :func:`short_number`);
+    the study scripts (scripts/*_tables.py) write their .md files with it."""
+    parts = []
+    for title, df in frames.items():
+        parts.append(f"### {title}\n")
+        if df.empty:
+            parts.append(f"{empty}\n")
+            continue
+        cols = list(df.columns)
+        parts.append("| " + " | ".join(str(c) for c in cols) + " |")
+        parts.append("|" + "---|" * len(cols))
+        parts += ["| " + " | ".join(short_number(v) for v in row) + " |" for row in df[cols].itertuples(index=False)]
+        parts.append("")
+    return "\n".join(parts) + "\n"
 
 
 def _interval_text(m, lo, hi, digits: int = 4) -> str:

@@ -21,7 +21,6 @@ needs (conf/experiment/gan_warmup.yaml), comparing every arm with no warm-up at 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,6 +31,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
+from bench.report import markdown_sections, study_arguments  # noqa: E402
 from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, paired_t_pvalue  # noqa: E402
 
 BASE = "none"
@@ -188,37 +188,9 @@ def figure(c: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(frames: dict[str, pd.DataFrame]) -> str:
-    parts = []
-    for title, df in frames.items():
-        parts.append(f"### {title}\n")
-        if df.empty:
-            parts.append("(no runs)\n")
-            continue
-        cols = list(df.columns)
-        parts.append("| " + " | ".join(cols) + " |")
-        parts.append("|" + "---|" * len(cols))
-        for _, r in df.iterrows():
-            parts.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-        parts.append("")
-    return "\n".join(parts) + "\n"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
-    return str(v)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="The GAN warm-up study's per-LR tables against no warm-up: collapse, metric, D's accuracy.")
-    ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
+    args = study_arguments("The GAN warm-up study's per-LR tables against no warm-up: collapse, metric, D's accuracy.", argv)
+    if args is None:
         return 2
     runs = load(args.sweep_dir)
     if runs["task"].nunique() != 1:
@@ -233,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     figure(c, args.out / "gan_lr.png")
     short = pr[["lr", "arm", "metric_pairs", "metric_arm", "metric_none", "metric_diff", "metric_lo", "metric_hi", "metric_p", "metric_p_t_holm",
                 "d_acc_arm", "d_acc_none", "d_acc_diff", "d_acc_p", "d_acc_p_t_holm"]] if len(pr) else pr
-    (args.out / "gan.md").write_text(markdown({
+    (args.out / "gan.md").write_text(markdown_sections({
         "Cells: every arm at every LR (means over seeds; metric on the test draw, mean of the last 5 evaluations)":
             c.drop(columns=["task", "success_lo", "success_hi"]),
         "Collapsed runs against no warm-up at the same LR (Fisher exact, Holm over rows)": col.drop(columns=["task"]),

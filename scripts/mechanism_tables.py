@@ -23,7 +23,6 @@ figure); this script adds what the study's four questions need (conf/experiment/
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import math
@@ -35,7 +34,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
-from bench.report import curves as read_curves  # noqa: E402
+from bench.report import curves as read_curves, markdown_sections, study_arguments  # noqa: E402
 from bench.stats import clopper_pearson, holm, paired_t_pvalue  # noqa: E402
 
 EARLY = 100        # steps of "early training" for the adaptive-step spread
@@ -288,37 +287,9 @@ def adaptive(runs: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def markdown(frames: dict[str, pd.DataFrame]) -> str:
-    parts = []
-    for title, df in frames.items():
-        parts.append(f"### {title}\n")
-        if df.empty:
-            parts.append("(no runs)\n")
-            continue
-        cols = list(df.columns)
-        parts.append("| " + " | ".join(cols) + " |")
-        parts.append("|" + "---|" * len(cols))
-        for _, r in df.iterrows():
-            parts.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-        parts.append("")
-    return "\n".join(parts) + "\n"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
-    return str(v)
-
-
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="The warm-up mechanism study's phase diagram and mechanism tables.")
-    ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
+    args = study_arguments("The warm-up mechanism study's phase diagram and mechanism tables.", argv)
+    if args is None:
         return 2
     runs = load(args.sweep_dir)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         df.to_csv(args.out / f"{name}.csv", index=False)
     phase_figure(cells, args.out / "phase.png")
     trace_figure(runs, args.out / "sharpness_traces.png")
-    (args.out / "mechanism.md").write_text(markdown({
+    (args.out / "mechanism.md").write_text(markdown_sections({
         "(a) Largest LR with a success rate >= 0.8 per warm-up length, and no warm-up against the longest (Fisher exact)": stable,
         "(b) Sharpness against its stability limit (medians over seeds)": sharp,
         "(c) GI-Adam and RAdam without warm-up against Adam (paired by seed against Adam with the 80-step warm-up)": alt,

@@ -26,7 +26,6 @@ same optimizer at each one's best LR only. The study's verdicts (conf/experiment
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from any directory: find bench/
 
 from bench.records import DIVERGED, finished_statuses, read_result  # noqa: E402
+from bench.report import markdown_sections, short_number, study_arguments  # noqa: E402
 from bench.stats import clopper_pearson, holm, mean_interval, paired_permutation_pvalue, paired_t_pvalue  # noqa: E402
 
 STABLE = 0.8  # a cell "trains" at this success rate or more (4 of 5 seeds), as the mechanism study's stable LR
@@ -247,39 +247,15 @@ def figure(cell: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def markdown(frames: dict[str, pd.DataFrame]) -> str:
-    parts = []
-    for title, df in frames.items():
-        parts.append(f"### {title}\n")
-        if df.empty:
-            parts.append("(no rows)\n")
-            continue
-        cols = list(df.columns)
-        parts.append("| " + " | ".join(cols) + " |")
-        parts.append("|" + "---|" * len(cols))
-        for _, r in df.iterrows():
-            parts.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-        parts.append("")
-    return "\n".join(parts) + "\n"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        if math.isnan(v):
-            return "–"
-        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
-    return str(v)
-
-
 def _interval(mean: float, lo: float, hi: float) -> str:
-    return _fmt(mean) if math.isnan(lo) else f"{_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}]"
+    return short_number(mean) if math.isnan(lo) else f"{short_number(mean)} [{short_number(lo)}, {short_number(hi)}]"
 
 
 def readable(cell: pd.DataFrame, stab: pd.DataFrame, pair: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The Markdown's tables: fewer columns than the CSVs, the paired rows that the verdicts read."""
     rates = cell[["successes", "runs", "success_lo", "success_hi"]].itertuples(index=False)
     c = pd.DataFrame({"task": cell["task"], "arm": cell["arm"], "lr": cell["lr"],
-                      "successes": [f"{k}/{n} [{_fmt(lo)}, {_fmt(hi)}]" for k, n, lo, hi in rates],
+                      "successes": [f"{k}/{n} [{short_number(lo)}, {short_number(hi)}]" for k, n, lo, hi in rates],
                       "stalled": cell["stalled"], "diverged": cell["diverged"],
                       **{f"{m} (median)": cell[f"{m}_median"] for m in ("train_set_loss", "val_loss", "test_loss", "gap_loss")}})
     summary = ["lrs", "stable_lr", "on_edge", "largest_lr_with_a_success", "best_lr"]
@@ -304,12 +280,8 @@ def readable(cell: pd.DataFrame, stab: pd.DataFrame, pair: pd.DataFrame) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="The Transformer warm-up study's cells, stable LRs and paired comparisons.")
-    ap.add_argument("sweep_dir", type=Path)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: sweep folder {args.sweep_dir} does not exist", file=sys.stderr)
+    args = study_arguments("The Transformer warm-up study's cells, stable LRs and paired comparisons.", argv)
+    if args is None:
         return 2
     runs = load(args.sweep_dir)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -319,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, df in (("cells", cell), ("stable_lr", stab), ("paired", pair)):
         df.to_csv(args.out / f"{name}.csv", index=False)
     figure(cell, args.out / "loss_vs_lr.png")
-    (args.out / "transformer.md").write_text(markdown(readable(cell, stab, pair)))
+    (args.out / "transformer.md").write_text(markdown_sections(readable(cell, stab, pair)))
     print(f"wrote {args.out}/cells.csv, stable_lr.csv, paired.csv, loss_vs_lr.png, transformer.md")
     return 0
 
