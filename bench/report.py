@@ -325,7 +325,9 @@ def load(root: Path, metric: str | None = None) -> Sweep:
     # Keys with many values go first: a per-part lookup table (lr_centre) is dropped, and the few-valued keys that
     # name the parts (batch=sde, train.steps=400) stay as the readable columns.
     table = pd.DataFrame([{k: str(r["_cells"][k]) for k in varying} | {k: str(_base_value(r, k)) for k in BASE_KEYS} for r in records])
-    for k in sorted(varying, key=lambda c: (-table[c].nunique(), c)):
+    # Between keys with as many values, the run-length and other training keys (train.*) give way before the
+    # config-group choices and the task / optimizer / warm-up / batch settings that name what was compared.
+    for k in sorted(varying, key=lambda c: (-table[c].nunique(), -_naming_rank(c), c)):
         others = BASE_KEYS + [v for v in varying if v != k]
         if table.groupby(others)[k].nunique().max() == 1:
             varying.remove(k)
@@ -846,6 +848,13 @@ def _fmt(v, digits: int = 4) -> str:
             return "–"
         return f"{v:.{digits}g}"
     return str(v)
+
+
+def _naming_rank(key: str) -> int:
+    """How well a cell key names a group, for the choice between keys that fix each other (lower: kept first)."""
+    if "." not in key:
+        return 0  # a config-group choice (task, optimizer, warmup) or a renamed key (batch_size)
+    return 1 if key.split(".", 1)[0] in ("task", "optimizer", "warmup", "batch", "decay") else 2
 
 
 def short_number(v) -> str:

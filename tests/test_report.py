@@ -192,6 +192,20 @@ def test_a_per_part_lookup_key_gives_way_to_the_keys_that_name_the_parts(tmp_pat
     assert len(res["best"]) == 3
 
 
+def test_of_two_keys_that_fix_each_other_the_one_that_names_the_model_stays(tmp_path):
+    """A ResNet trained 2 epochs and an MLP trained 3: task.model and train.epochs fix each other, and the column
+    kept is task.model (it would be train.epochs by alphabetical order, as before)."""
+    recs = []
+    for model, epochs in (("mlp", 3), ("resnet", 2)):
+        for seed in (0, 1):
+            r = record(len(recs), seed=seed, acc=0.9)
+            r["overrides"] += [f"task.model={model}", f"train.epochs={epochs}"]
+            r["config"] |= {"task": {"model": model}, "train": {"epochs": epochs}}
+            recs.append(r)
+    res = rep.report(write_sweep(tmp_path / "sweep", recs), tmp_path / "out", figures=False)
+    assert "task.model" in res["summary"].columns and "train.epochs" not in res["summary"].columns
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "bench.report", *map(str, args)], cwd=ROOT, env=bench_env(), capture_output=True, text=True, timeout=120)
 
