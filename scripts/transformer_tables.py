@@ -27,6 +27,7 @@ same optimizer at each one's best LR only. The study's verdicts (conf/experiment
 from __future__ import annotations
 
 import math
+import textwrap
 import sys
 from pathlib import Path
 
@@ -241,8 +242,9 @@ def figure(cell: pd.DataFrame, path: Path) -> None:
         ax.set_title(task, fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle("Final training-set loss per warm-up arm against the peak LR (median over seeds); filled: success rate "
-                 f">= {STABLE:g}, hollow: fails more often (stalled runs' losses included), x: every run diverged", fontsize=9)
+    title = ("Final training-set loss per warm-up arm against the peak LR (median over seeds); filled: success rate "
+             f">= {STABLE:g}, hollow: fails more often (stalled runs' losses included), x: every run diverged")
+    fig.suptitle(textwrap.fill(title, width=int(16 * 6.2 * len(tasks))), fontsize=9)  # one line per panel width, not cut off
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
