@@ -7,7 +7,9 @@
 #   lm_none       adam and radam without warm-up x 2 tasks x 5 LRs x 5 seeds                         100 jobs
 #   lm_untuned    adam, untuned linear warm-up (2 / (1 - 0.99) = 200 steps) x 2 tasks x 5 x 5          50 jobs
 #   lm_matched    adam, mean-matched control of the 10 % warm-up (flat LR) x 2 tasks x 5 x 5          50 jobs
-#   350 jobs, ~1.6 h (cost below).
+#   lm_edge_linear, lm_edge_none: one LR below the grid (lr_mult 0.125) for the arms whose best LR was the grid's
+#                 smallest in the published run: Post-LN 2 % warm-up, Post-LN and Pre-LN no warm-up x 5 seeds  15 jobs
+#   365 jobs, ~1.7 h (cost below).
 # bert (SWEEP/bert): bert_mlm (Post-LN), the same arms on 4 LRs (lr 0.001-0.008, lr_mult 0.5,1,2,4), plus RMSProp
 # (alpha 0.99, no betas) without and with the 10 % warm-up on 5 LRs (lr 0.00025-0.004, lr_ref.bert_mlm=0.001):
 #   bert_linear   adam, linear warm-up over 2 / 5 / 10 % x 4 LRs x 5 seeds                             60 jobs
@@ -19,8 +21,8 @@
 #   190 jobs, ~55 min.
 # Cost, measured as the CPU time (user + sys) of 2-job joblib sweeps of these parts at hardware.threads=1, on this
 # 2-core VM while other studies shared it: an LM run 31-32 s, a BERT run 34 s, plus ~17 s per part (launcher, worker
-# start-up); a run's wall time equals its CPU time when its job has a core to itself. So lm = 350 x 32 s / 2 jobs
-# + 4 parts ~ 5,650 s (1.6 h) and bert = 190 x 34 s / 2 + 6 parts ~ 3,300 s (55 min) on 2 otherwise idle cores.
+# start-up); a run's wall time equals its CPU time when its job has a core to itself. So lm = 365 x 32 s / 2 jobs
+# + 6 parts ~ 5,950 s (1.7 h) and bert = 190 x 34 s / 2 + 6 parts ~ 3,300 s (55 min) on 2 otherwise idle cores.
 # Pilots (seed 0, 1,000 steps): see the preset's lr_ref comments for where each arm trains and where it stalls.
 # Then python -m bench.report over each study's folder.
 # Usage: bash scripts/study_transformer_warmup.sh [lm|bert|all] [Hydra overrides for every part] (not task, optimizer,
@@ -38,6 +40,8 @@ if [ "$WHAT" = lm ] || [ "$WHAT" = all ]; then
   part lm/lm_none optimizer=adam,radam warmup=none "${NO_LENGTH[@]}" "$@"
   part lm/lm_untuned warmup=untuned_linear "${NO_LENGTH[@]}" "$@"
   part lm/lm_matched warmup=mean_matched "${NO_LENGTH[@]}" "$@"
+  part lm/lm_edge_linear task=lm_postln warmup.fraction=0.02 lr_mult=0.125 "$@"
+  part lm/lm_edge_none task=lm_postln,lm_preln warmup=none "${NO_LENGTH[@]}" lr_mult=0.125 "$@"
   "$PY" -m bench.report "$DIR/lm"
 fi
 if [ "$WHAT" = bert ] || [ "$WHAT" = all ]; then
