@@ -7,8 +7,9 @@
 #   lm_none       adam and radam without warm-up x 2 tasks x 5 LRs x 5 seeds                         100 jobs
 #   lm_untuned    adam, untuned linear warm-up (2 / (1 - 0.99) = 200 steps) x 2 tasks x 5 x 5          50 jobs
 #   lm_matched    adam, mean-matched control of the 10 % warm-up (flat LR) x 2 tasks x 5 x 5          50 jobs
-#   lm_edge_linear, lm_edge_none: one LR below the grid (lr_mult 0.125) for the arms whose best LR was the grid's
-#                 smallest in the published run: Post-LN 2 % warm-up, Post-LN and Pre-LN no warm-up x 5 seeds  15 jobs
+#   lm_edge_linear  adam, linear warm-up over 2 %, Post-LN, one LR below the grid (lr_mult 0.125) x 5 seeds   5 jobs
+#   lm_edge_none    adam without warm-up, Post-LN and Pre-LN, lr_mult 0.125 x 5 seeds                     10 jobs
+#                 (the two edge parts: the arms whose best LR was the grid's smallest in the published run)
 #   365 jobs, ~1.7 h (cost below).
 # bert (SWEEP/bert): bert_mlm (Post-LN), the same arms on 4 LRs (lr 0.001-0.008, lr_mult 0.5,1,2,4), plus RMSProp
 # (alpha 0.99, no betas) without and with the 10 % warm-up on 5 LRs (lr 0.00025-0.004, lr_ref.bert_mlm=0.001):

@@ -104,6 +104,7 @@ def test_bad_input_is_one_line_and_exit_code_2(bench, tmp_path):
 STUDY = ROOT / "scripts" / "study_transformer_warmup.sh"
 PARTS = {  # part -> jobs: the LM study (lm/) and the BERT + RMSProp study (bert/)
     "lm/lm_linear": 150, "lm/lm_none": 100, "lm/lm_untuned": 50, "lm/lm_matched": 50,
+    "lm/lm_edge_linear": 5, "lm/lm_edge_none": 10,
     "bert/bert_linear": 60, "bert/bert_none": 40, "bert/bert_untuned": 20, "bert/bert_matched": 20,
     "bert/bert_rmsprop_none": 25, "bert/bert_rmsprop_linear": 25,
 }
@@ -172,7 +173,10 @@ def test_study_script_parts_compose_validate_and_count_their_jobs(tmp_path):
         lm, bert = (lm + jobs, bert) if name.startswith("lm/") else (lm, bert + jobs)
         assert sweep["seed"] == ["0", "1", "2", "3", "4"]  # 5 seeds everywhere
         mults = [float(m) for m in sweep["lr_mult"]]
-        assert all(b == 2 * a for a, b in zip(mults, mults[1:])) and len(mults) >= (5 if name.startswith("lm/") or "rmsprop" in name else 4)
+        if "_edge_" in name:  # one point a factor 2 below the grid
+            assert mults == [0.125]
+        else:
+            assert all(b == 2 * a for a, b in zip(mults, mults[1:])) and len(mults) >= (5 if name.startswith("lm/") or "rmsprop" in name else 4)
         keys = [k for k in sweep if k not in ("seed", "lr_mult")]
         for combo in product(*(sweep[k] for k in keys)):
             job = [o if o.startswith("~") else f"{k}={o}" for k, o in zip(keys, combo)]
@@ -187,7 +191,7 @@ def test_study_script_parts_compose_validate_and_count_their_jobs(tmp_path):
                 _, lr10, arm = _job([f"task={task}", "warmup=linear", "warmup.fraction=0.1", f"lr_mult={mults[0]}"])
                 assert lr10 == lr and abs(plan.lr_mean - arm.lr_mean) < 1e-12 and plan.schedules["model"].warmup_steps == 0
                 assert cfg.warmup.shape == "constant" and arm.schedules["model"].warmup_steps == 100
-    assert (lm, bert) == (350, 190) and "350 jobs" in header and "190 jobs" in header
+    assert (lm, bert) == (365, 190) and "365 jobs" in header and "190 jobs" in header
 
 
 def test_study_preset_alone_is_the_linear_part():
