@@ -20,13 +20,21 @@
 #   bert_rmsprop_none     rmsprop without warm-up x 5 LRs x 5 seeds                                    25 jobs
 #   bert_rmsprop_linear   rmsprop, linear warm-up over 10 % x 5 LRs x 5 seeds                          25 jobs
 #   190 jobs, ~55 min.
+# confirm (SWEEP/confirm, not part of all): the LM study's headline comparison on fresh seeds 5-14, its cells fixed in
+# advance from lm's results (each LN placement's 10 % warm-up and no warm-up, each at its best LR there: Post-LN 0.008 /
+# 0.004, Pre-LN 0.016 / 0.004), so that the LR is not selected on the data it is tested on; with 10 pairs the exact
+# sign-flip test can reject (smallest p 2/1024):
+#   linear        adam, linear warm-up over 10 %, Post-LN and Pre-LN at lr_mult 1 x 10 seeds                20 jobs
+#   none_postln   adam without warm-up, Post-LN at lr_mult 0.5 x 10 seeds                                    10 jobs
+#   none_preln    adam without warm-up, Pre-LN at lr_mult 0.25 x 10 seeds                                    10 jobs
+#   40 jobs, ~12 min.
 # Cost, measured as the CPU time (user + sys) of 2-job joblib sweeps of these parts at hardware.threads=1, on this
 # 2-core VM while other studies shared it: an LM run 31-32 s, a BERT run 34 s, plus ~17 s per part (launcher, worker
 # start-up); a run's wall time equals its CPU time when its job has a core to itself. So lm = 365 x 32 s / 2 jobs
 # + 6 parts ~ 5,950 s (1.7 h) and bert = 190 x 34 s / 2 + 6 parts ~ 3,300 s (55 min) on 2 otherwise idle cores.
 # Pilots (seed 0, 1,000 steps): see the preset's lr_ref comments for where each arm trains and where it stalls.
 # Then python -m bench.report over each study's folder.
-# Usage: bash scripts/study_transformer_warmup.sh [lm|bert|all] [Hydra overrides for every part] (not task, optimizer,
+# Usage: bash scripts/study_transformer_warmup.sh [lm|bert|all|confirm] [Hydra overrides for every part] (not task, optimizer,
 # warmup, warmup.fraction, lr_mult or seed: the parts set those). SWEEP=DIR picks the folder (rerun with the same
 # SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
 STUDY=transformer_warmup
@@ -35,6 +43,7 @@ WHAT=${1:-all}
 shift $(( $# > 0 ? 1 : 0 ))
 NO_LENGTH=(warmup.fraction=null)
 BERT=(task=bert_mlm lr_mult=0.5,1,2,4)
+CONFIRM=(seed=5,6,7,8,9,10,11,12,13,14)
 RMSPROP=(task=bert_mlm optimizer=rmsprop '~optimizer.betas' lr_ref.bert_mlm=0.001 lr_mult=0.25,0.5,1,2,4)
 if [ "$WHAT" = lm ] || [ "$WHAT" = all ]; then
   part lm/lm_linear "$@"
@@ -53,5 +62,11 @@ if [ "$WHAT" = bert ] || [ "$WHAT" = all ]; then
   part bert/bert_rmsprop_none "${RMSPROP[@]}" warmup=none "${NO_LENGTH[@]}" "$@"
   part bert/bert_rmsprop_linear "${RMSPROP[@]}" warmup.fraction=0.1 "$@"
   "$PY" -m bench.report "$DIR/bert"
+fi
+if [ "$WHAT" = confirm ]; then
+  part confirm/linear task=lm_postln,lm_preln warmup.fraction=0.1 lr_mult=1 "${CONFIRM[@]}" "$@"
+  part confirm/none_postln task=lm_postln warmup=none "${NO_LENGTH[@]}" lr_mult=0.5 "${CONFIRM[@]}" "$@"
+  part confirm/none_preln task=lm_preln warmup=none "${NO_LENGTH[@]}" lr_mult=0.25 "${CONFIRM[@]}" "$@"
+  "$PY" -m bench.report "$DIR/confirm"
 fi
 echo "[transformer_warmup] finished in $(( $(date +%s) - start )) s"

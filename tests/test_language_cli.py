@@ -107,6 +107,10 @@ PARTS = {  # part -> jobs: the LM study (lm/) and the BERT + RMSProp study (bert
     "lm/lm_edge_linear": 5, "lm/lm_edge_none": 10,
     "bert/bert_linear": 60, "bert/bert_none": 40, "bert/bert_untuned": 20, "bert/bert_matched": 20,
     "bert/bert_rmsprop_none": 25, "bert/bert_rmsprop_linear": 25,
+    "confirm/linear": 20, "confirm/none_postln": 10, "confirm/none_preln": 10,
+}
+CONFIRMED_LR = {  # the confirmation's cells: each arm at its best LR in the lm study
+    ("lm_postln", "linear"): 0.008, ("lm_postln", "none"): 0.004, ("lm_preln", "linear"): 0.016, ("lm_preln", "none"): 0.004,
 }
 
 
@@ -165,11 +169,19 @@ def test_study_script_parts_compose_validate_and_count_their_jobs(tmp_path):
     parts = _study_parts()
     assert list(parts) == list(PARTS)
     header = STUDY.read_text().split("set -euo")[0]
-    lm = bert = 0
+    lm = bert = confirm = 0
     for name, overrides in parts.items():
         sweep = _sweep(overrides)
         jobs = math.prod(len(v) for v in sweep.values())
         assert jobs == PARTS[name] and re.search(rf"#   {name.split('/')[1]} .* {jobs} jobs\n", header), (name, jobs)
+        if name.startswith("confirm/"):  # fresh seeds, one LR per arm, fixed from the lm study
+            assert sweep["seed"] == [str(s) for s in range(5, 15)] and len(sweep["lr_mult"]) == 1
+            fixed = [f"{k}={v[0]}" for k, v in sweep.items() if k not in ("task", "seed")]
+            for task in sweep["task"]:
+                cfg, lr, _ = _job([f"task={task}", *fixed])
+                assert lr == CONFIRMED_LR[task, cfg.warmup.name] and (cfg.warmup.name == "none" or cfg.warmup.fraction == 0.1)
+            confirm += jobs
+            continue
         lm, bert = (lm + jobs, bert) if name.startswith("lm/") else (lm, bert + jobs)
         assert sweep["seed"] == ["0", "1", "2", "3", "4"]  # 5 seeds everywhere
         mults = [float(m) for m in sweep["lr_mult"]]
@@ -191,7 +203,7 @@ def test_study_script_parts_compose_validate_and_count_their_jobs(tmp_path):
                 _, lr10, arm = _job([f"task={task}", "warmup=linear", "warmup.fraction=0.1", f"lr_mult={mults[0]}"])
                 assert lr10 == lr and abs(plan.lr_mean - arm.lr_mean) < 1e-12 and plan.schedules["model"].warmup_steps == 0
                 assert cfg.warmup.shape == "constant" and arm.schedules["model"].warmup_steps == 100
-    assert (lm, bert) == (365, 190) and "365 jobs" in header and "190 jobs" in header
+    assert (lm, bert, confirm) == (365, 190, 40) and "365 jobs" in header and "40 jobs" in header and "190 jobs" in header
 
 
 def test_study_preset_alone_is_the_linear_part():
