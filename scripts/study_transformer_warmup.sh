@@ -20,14 +20,16 @@
 #   bert_rmsprop_none     rmsprop without warm-up x 5 LRs x 5 seeds                                    25 jobs
 #   bert_rmsprop_linear   rmsprop, linear warm-up over 10 % x 5 LRs x 5 seeds                          25 jobs
 #   190 jobs, ~55 min.
-# confirm (SWEEP/confirm, not part of all): the LM study's headline comparison on fresh seeds 5-14, its cells fixed in
-# advance from lm's results (each LN placement's 10 % warm-up and no warm-up, each at its best LR there: Post-LN 0.008 /
-# 0.004, Pre-LN 0.016 / 0.004), so that the LR is not selected on the data it is tested on; with 10 pairs the exact
-# sign-flip test can reject (smallest p 2/1024):
+# confirm (SWEEP/confirm, not part of all): the headline comparison on fresh seeds 5-14, its cells fixed in advance
+# from the lm and bert results (the 10 % warm-up and no warm-up, each at its best LR there: Post-LN 0.008 / 0.004,
+# Pre-LN 0.016 / 0.004, BERT 0.004 / 0.002), so that the LR is not selected on the data it is tested on; with 10 pairs
+# the exact sign-flip test can reject (smallest p 2/1024):
 #   linear        adam, linear warm-up over 10 %, Post-LN and Pre-LN at lr_mult 1 x 10 seeds                20 jobs
 #   none_postln   adam without warm-up, Post-LN at lr_mult 0.5 x 10 seeds                                    10 jobs
 #   none_preln    adam without warm-up, Pre-LN at lr_mult 0.25 x 10 seeds                                    10 jobs
-#   40 jobs, ~12 min.
+#   bert_linear   adam, linear warm-up over 10 %, BERT at lr_mult 2 x 10 seeds                               10 jobs
+#   bert_none     adam without warm-up, BERT at lr_mult 1 x 10 seeds                                         10 jobs
+#   60 jobs, ~18 min.
 # Cost, measured as the CPU time (user + sys) of 2-job joblib sweeps of these parts at hardware.threads=1, on this
 # 2-core VM while other studies shared it: an LM run 31-32 s, a BERT run 34 s, plus ~17 s per part (launcher, worker
 # start-up); a run's wall time equals its CPU time when its job has a core to itself. So lm = 365 x 32 s / 2 jobs
@@ -67,6 +69,8 @@ if [ "$WHAT" = confirm ]; then
   part confirm/linear task=lm_postln,lm_preln warmup.fraction=0.1 lr_mult=1 "${CONFIRM[@]}" "$@"
   part confirm/none_postln task=lm_postln warmup=none "${NO_LENGTH[@]}" lr_mult=0.5 "${CONFIRM[@]}" "$@"
   part confirm/none_preln task=lm_preln warmup=none "${NO_LENGTH[@]}" lr_mult=0.25 "${CONFIRM[@]}" "$@"
+  part confirm/bert_linear task=bert_mlm warmup.fraction=0.1 lr_mult=2 "${CONFIRM[@]}" "$@"
+  part confirm/bert_none task=bert_mlm warmup=none "${NO_LENGTH[@]}" lr_mult=1 "${CONFIRM[@]}" "$@"
   "$PY" -m bench.report "$DIR/confirm"
 fi
 echo "[transformer_warmup] finished in $(( $(date +%s) - start )) s"

@@ -108,9 +108,11 @@ PARTS = {  # part -> jobs: the LM study (lm/) and the BERT + RMSProp study (bert
     "bert/bert_linear": 60, "bert/bert_none": 40, "bert/bert_untuned": 20, "bert/bert_matched": 20,
     "bert/bert_rmsprop_none": 25, "bert/bert_rmsprop_linear": 25,
     "confirm/linear": 20, "confirm/none_postln": 10, "confirm/none_preln": 10,
+    "confirm/bert_linear": 10, "confirm/bert_none": 10,
 }
 CONFIRMED_LR = {  # the confirmation's cells: each arm at its best LR in the lm study
     ("lm_postln", "linear"): 0.008, ("lm_postln", "none"): 0.004, ("lm_preln", "linear"): 0.016, ("lm_preln", "none"): 0.004,
+    ("bert_mlm", "linear"): 0.004, ("bert_mlm", "none"): 0.002,
 }
 
 
@@ -203,7 +205,7 @@ def test_study_script_parts_compose_validate_and_count_their_jobs(tmp_path):
                 _, lr10, arm = _job([f"task={task}", "warmup=linear", "warmup.fraction=0.1", f"lr_mult={mults[0]}"])
                 assert lr10 == lr and abs(plan.lr_mean - arm.lr_mean) < 1e-12 and plan.schedules["model"].warmup_steps == 0
                 assert cfg.warmup.shape == "constant" and arm.schedules["model"].warmup_steps == 100
-    assert (lm, bert, confirm) == (365, 190, 40) and "365 jobs" in header and "40 jobs" in header and "190 jobs" in header
+    assert (lm, bert, confirm) == (365, 190, 60) and "365 jobs" in header and "60 jobs" in header and "190 jobs" in header
 
 
 def test_study_preset_alone_is_the_linear_part():
