@@ -375,7 +375,8 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     models = sorted({n for _, m, _ in loaded for n in _models(m)})
     loss_cols = [(f"train_loss/{n}", n) for n in models] or [("train_loss", None)]
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, len(loss_cols) + 1, figsize=(5.6 * (len(loss_cols) + 1), 4.6), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(1, len(loss_cols) + 1, figsize=(5.6 * (len(loss_cols) + 1), 4.6 + 0.16 * (len(loaded) + 1) // 2 + 0.4),
+                             squeeze=False, constrained_layout=True)
     axes = axes[0]
     for label, tr, color in loaded:
         for ax, (col, name) in zip(axes, loss_cols):
@@ -397,7 +398,8 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(f"{name + ' ' if name else ''}train loss" + (" (log scale)" if positive else ""))
         ax.set_title((f"{name}: " if name else "") + f"train loss, best run per warm-up, batch {int(big)}\n(thick: moving average of up to {SMOOTH} logged steps)", fontsize=9)
-    axes[0].legend(fontsize=7, title="run (colour)")
+    handles, labels = axes[0].get_legend_handles_labels()  # below the panels: a run's label is long, and up to ten
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 3 else 1, fontsize=7, title="run (colour, both panels)")
     lr_ax = axes[-1]
     lr_ax.set_xlabel("optimizer step")
     lr_ax.set_ylabel("learning rate (applied at this step)")

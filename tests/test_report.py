@@ -384,6 +384,12 @@ def test_multi_model_curves_and_single_batch_heatmap(tmp_path):
     assert titles[0].startswith("discriminator:") and titles[1].startswith("generator:") and len(titles) == 3
     assert [t.get_text() for t in curves.axes[2].get_legend().get_texts()] == ["discriminator", "generator"]
     assert all(line.get_drawstyle() == "steps-post" for line in curves.axes[2].lines)
+    # the runs' legend sits below the panels, not over the loss curves
+    (runs_legend,) = curves.legends
+    assert curves.axes[0].get_legend() is None and runs_legend.get_title().get_text().startswith("run (colour")
+    curves.canvas.draw()
+    box, panel = runs_legend.get_window_extent(), curves.axes[0].get_window_extent()
+    assert box.y1 <= panel.y0 and len(runs_legend.get_texts()) == 2
     maps = [ax for ax in heat.axes if ax.images]
     assert len(maps) == 1 and [t.get_text() for t in maps[0].get_xticklabels()] == ["none", "linear"]
     assert (tmp_path / "c.png").stat().st_size > 10_000
