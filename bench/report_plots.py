@@ -146,13 +146,14 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     With several batch sizes: LR x batch size, one panel per warm-up (and per other key). With one batch
     size: one LR x warm-up panel per other key, so the warm-ups sit side by side on one colour scale.
     """
-    facets = _facets(summary, _other_keys(sw))
+    arm_cols, warmups, (summary, best) = _with_arms(sw, summary, best)  # an arm: a warm-up with its length, target, ...
+    others = [k for k in _other_keys(sw) if k not in arm_cols]
+    facets = _facets(summary, others)
     single = summary["batch_size"].nunique() == 1
-    warmups = _warmups(summary)
     nl = summary["lr_base"].nunique()
     if single:
         ncols, nrows = len(facets), 1
-        w, h = max(3.4, 0.95 * len(warmups) + 1.8), max(2.8, 0.5 * nl + 1.4)
+        w, h = max(3.4, 0.95 * max(len(set(g["_arm"])) for _, g in facets) + 1.8), max(2.8, 0.5 * nl + 1.4)
     else:
         ncols, nrows = len(warmups), len(facets)
         w, h = max(3.4, 0.95 * summary["batch_size"].nunique() + 1.8), max(2.8, 0.5 * nl + 1.4)
@@ -166,15 +167,16 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
         cmap = plt.get_cmap("viridis" if mode == "max" else "viridis_r")  # bright = better either way
         lrs = sorted(g["lr_base"].unique())
         sel = best
-        for k in _other_keys(sw):
-            sel = sel[sel[k] == g[k].iloc[0]]
-        panels = [(axes[0][i], g, "warmup", [w for w in warmups if w in set(g["warmup"])], sel, f"batch.size={int(g['batch_size'].iloc[0])}")] if single else [
-            (axes[i][j], g[g["warmup"] == wu], "batch_size", sorted(g["batch_size"].unique()), sel[sel["warmup"] == wu], f"warm-up: {wu}") for j, wu in enumerate(warmups)
+        for k in others:
+            sel = sel[sel[k].astype(str) == str(g[k].iloc[0])]
+        panels = [(axes[0][i], g, "_arm", [w for w in warmups if w in set(g["_arm"])], sel, f"batch.size={int(g['batch_size'].iloc[0])}")] if single else [
+            (axes[i][j], g[g["_arm"] == wu], "batch_size", sorted(g["batch_size"].unique()), sel[sel["_arm"] == wu], f"warm-up: {wu}") for j, wu in enumerate(warmups)
         ]
         for ax, cells, xkey, xs, b, title in panels:
             last[name] = (_heat_panel(ax, sw, cells, xkey, xs, lrs, b, norm, cmap), norm)
-            if xkey == "warmup":
-                ax.set_xticks(range(len(xs)), xs, rotation=20 if len(xs) > 3 else 0)
+            if xkey == "_arm":
+                long = len(xs) > 3 or max(map(len, xs)) > 12
+                ax.set_xticks(range(len(xs)), [x.replace(" ", "\n") for x in xs], rotation=30 if long else 0, ha="right" if long else "center", fontsize=8)
                 ax.set_xlabel("warm-up")
             else:
                 ax.set_xticks(range(len(xs)), [str(int(v)) for v in xs])
@@ -281,6 +283,18 @@ def _fmt_arm_value(v) -> str:
         return str(v)
 
 
+def _with_arms(sw, *frames: pd.DataFrame) -> tuple[list[str], list[str], list[pd.DataFrame]]:
+    """The arm keys that vary (in the first frame), the arms in warm-up order, and each frame with its ``_arm`` column."""
+    from bench.report import arm_columns
+
+    first = frames[0]
+    arm_cols = [k for k in arm_columns(sw) if k in first.columns and first[k].astype(str).nunique() > 1]
+    out = [f.assign(_arm=[_arm_label(r, arm_cols) for _, r in f.iterrows()]) if len(f) else f.assign(_arm=[]) for f in frames]
+    order = {w: i for i, w in enumerate(_warmups(first))}
+    arms = sorted(out[0]["_arm"].unique(), key=lambda a: (order.get(a.split(" ")[0], len(order)), a))
+    return arm_cols, arms, out
+
+
 def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
     """At the best LR per arm and batch size: each seed (dots), the mean, its 95% interval and n.
 
@@ -288,15 +302,10 @@ def warmup_comparison(sw, best: pd.DataFrame, path: Path) -> Path:
     one panel, side by side at each batch size; groups (other keys) get a panel each, wrapped into rows.
     One seed has no interval: its mean is drawn without a bar and labelled so.
     """
-    from bench.report import arm_columns
-
-    arm_cols = [k for k in arm_columns(sw) if k in best.columns and best[k].astype(str).nunique() > 1]
-    best = best.assign(_arm=[_arm_label(r, arm_cols) for _, r in best.iterrows()]) if len(best) else best.assign(_arm=[])
+    arm_cols, arms, (best,) = _with_arms(sw, best)
     facets = _facets(best, [k for k in _other_keys(sw) if k not in arm_cols])
     cols = min(PANEL_COLUMNS, len(facets))
     rows = -(-len(facets) // cols)
-    order = {w: i for i, w in enumerate(_warmups(best))}
-    arms = sorted(best["_arm"].unique(), key=lambda a: (order.get(a.split(" ")[0], len(order)), a))
     colors = plt.cm.tab10.colors if len(arms) <= 10 else plt.cm.tab20.colors
     per_bs = max(len(set(best["batch_size"])), 1)
     width_in = max(6.4, 0.55 * len(arms) * per_bs + 2.0)
@@ -414,34 +423,46 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
 
 
 def divergence(sw, path: Path) -> Path:
-    """Fraction of diverged runs against LR per warm-up: one panel per batch size (columns) and other key (rows)."""
-    runs = sw.runs
-    facets = _facets(runs, _other_keys(sw))
+    """Fraction of finished runs that failed (diverged, or ended in an outcome its task declares a failure: stalled,
+    collapsed, ...) against LR, a line per arm: a panel per batch size and other key (groups wrap into rows when the
+    sweep has one batch size)."""
+    arm_cols, arms, (runs,) = _with_arms(sw, sw.runs[sw.runs["finished"]])
+    facets = _facets(runs, [k for k in _other_keys(sw) if k not in arm_cols])
     bs = sorted(runs["batch_size"].unique())
-    fig, axes = plt.subplots(len(facets), len(bs), figsize=(4.6 * len(bs) + 0.6, 3.9 * len(facets) + 0.6), squeeze=False, constrained_layout=True, sharey=True)
-    for i, (label, g) in enumerate(facets):
-        for j, b in enumerate(bs):
-            ax = axes[i][j]
-            gb = g[g["batch_size"] == b]
-            for m, (wu, color) in enumerate(zip(_warmups(g), plt.cm.tab10.colors)):
-                st = gb[gb["warmup"] == wu].groupby("lr_base")["status"]
-                k, n = st.agg(lambda s: (s == "diverged").sum()), st.size()
-                if not len(n):
-                    continue
-                # each warm-up its own marker, smaller on top: curves that coincide stay visible
-                ax.plot(n.index, k / n, "os^Dv"[m % 5] + ["-", "--", ":", "-."][m % 4], color=color, ms=max(3, 9 - 2 * m), lw=1.4, label=wu)
-                for lr, kk, nn in zip(n.index, k, n):
-                    if kk:
-                        ax.annotate(f"{kk}/{nn}", (lr, kk / nn), xytext=(3, 3), textcoords="offset points", fontsize=6, color=color)
-            ax.set_xscale("log")
-            ax.set_ylim(-0.05, 1.1)
-            ax.set_xlabel(("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw)) + ", log scale")
-            if j == 0:
-                ax.set_ylabel("fraction of runs diverged")
-            ax.set_title(f"batch.size={int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
-            ax.grid(True, alpha=0.3)
-        axes[i][0].legend(title="warm-up", fontsize=8)
-    fig.suptitle("Stable LR range: diverged runs per warm-up and LR (k/n: k of n seeds diverged)", fontsize=11)
+    panels = [(label, g, b) for label, g in facets for b in bs]
+    cols = len(bs) if len(bs) > 1 else min(PANEL_COLUMNS, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols + 0.6, 3.9 * rows + 0.9), squeeze=False, constrained_layout=True, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for i, (ax, (label, g, b)) in enumerate(zip(axes.flat, panels)):
+        gb = g[g["batch_size"] == b]
+        present = [a for a in arms if a in set(g["_arm"])]
+        for m, (wu, color) in enumerate(zip(present, plt.cm.tab10.colors if len(present) <= 10 else plt.cm.tab20.colors)):
+            st = gb[gb["_arm"] == wu].groupby("lr_base")["success"]
+            k, n = st.agg(lambda s: int((~s.astype(bool)).sum())), st.size()
+            if not len(n):
+                continue
+            # each arm its own marker, smaller on top: curves that coincide stay visible
+            ax.plot(n.index, k / n, "os^Dv"[m % 5] + ["-", "--", ":", "-."][m % 4], color=color, ms=max(3, 9 - 2 * m), lw=1.4, label=wu)
+            for lr, kk, nn in zip(n.index, k, n):
+                if kk:
+                    ax.annotate(f"{kk}/{nn}", (lr, kk / nn), xytext=(3, 3), textcoords="offset points", fontsize=6, color=color)
+        lrs = sorted(gb["lr_base"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(lrs, [f"{v:g}" for v in lrs], rotation=30 if len(lrs) > 4 else 0)  # the grid's LRs, not 10^k
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(-0.05, 1.1)
+        ax.set_xlabel(("optimizer.lr (base LR)" if len(_lr_label(sw)) > 30 else _lr_label(sw)) + ", log scale")
+        if i % cols == 0:
+            ax.set_ylabel("fraction of runs that failed")
+        ax.set_title(f"batch.size={int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
+        ax.grid(True, alpha=0.3)
+        if len(bs) == 1 or b == bs[0]:
+            ax.legend(title="arm", fontsize=7)
+    kinds = sorted(set(runs.loc[~runs["success"].astype(bool), "status"]))
+    fig.suptitle("Stable LR range: failed runs per arm and LR\n(k/n: k of n finished seeds failed"
+                 + (f"; failures here: {', '.join(kinds)})" if kinds else "; none failed)"), fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

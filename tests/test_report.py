@@ -630,3 +630,44 @@ def test_warmup_comparison_puts_the_arms_of_a_group_in_one_panel(tmp_path):
     assert width < 2.5 * height  # one panel (five panels in a row were 5 x 6.4 in wide)
     assert report_plots._arm_label({"warmup": "linear", "task.warmup_on": "generator", "warmup.fraction": 0.1}, ["task.warmup_on", "warmup.fraction"]) == "linear warmup_on=generator fraction=0.1"
     assert report_plots._arm_label({"warmup": "none", "warmup.fraction": "null"}, ["warmup.fraction"]) == "none"
+
+
+def test_heatmap_and_failure_figure_show_arms_and_count_every_failure(tmp_path):
+    """Warm-up lengths are arms: a column each in the heat map and a line each in divergence.png, which counts every
+    failure outcome (here: stalled), not only divergence, over finished runs."""
+    from bench import report_plots
+
+    recs = []
+    fails = {("none", None): {1.0: 2}, ("linear", 0.02): {1.0: 1}, ("linear", 0.1): {}}
+    for (warmup, fraction), failed in fails.items():
+        for lr in (0.1, 1.0):
+            for seed in range(3):
+                stalled = seed < failed.get(lr, 0)
+                r = record(len(recs), warmup=warmup, lr=lr, seed=seed, acc=0.1 if stalled else 0.9, status="stalled" if stalled else "completed")
+                r["overrides"].append(f"warmup.fraction={'null' if fraction is None else fraction}")
+                r["config"]["warmup"]["fraction"] = fraction
+                r["outcomes"] = {"completed": True, "stalled": False}  # as the harness declares them
+                recs.append(r)
+    root = write_sweep(tmp_path / "sweep", recs)
+    sw = rep.load(root)
+    summary = rep.summarize(sw)
+    grabbed = []
+    orig = report_plots.plt.Figure.savefig
+
+    def grab(fig, *a, **k):
+        grabbed.append(fig)
+        return orig(fig, *a, **k)
+
+    report_plots.plt.Figure.savefig = grab
+    try:
+        report_plots.heatmap(sw, summary, rep.best_lr(sw, summary), tmp_path / "h.png")
+        report_plots.divergence(sw, tmp_path / "d.png")
+    finally:
+        report_plots.plt.Figure.savefig = orig
+    heat, fail = grabbed
+    (panel,) = [ax for ax in heat.axes if ax.images]
+    assert [t.get_text() for t in panel.get_xticklabels()] == ["none", "linear\nfraction=0.02", "linear\nfraction=0.1"]
+    (ax,) = [a for a in fail.axes if a.lines]
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    assert lines == {"none": [0.0, pytest.approx(2 / 3)], "linear fraction=0.02": [0.0, pytest.approx(1 / 3)], "linear fraction=0.1": [0.0, 0.0]}
+    assert "failures here: stalled" in fail._suptitle.get_text()
