@@ -151,13 +151,13 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
     facets = _facets(summary, others)
     single = summary["batch_size"].nunique() == 1
     nl = summary["lr_base"].nunique()
-    if single:
-        ncols, nrows = len(facets), 1
-        w, h = max(3.4, 0.95 * max(len(set(g["_arm"])) for _, g in facets) + 1.8), max(2.8, 0.5 * nl + 1.4)
+    h = max(2.8, 0.5 * nl + 1.4)
+    if single:  # each panel as wide as its arms need
+        nrows, widths = 1, [max(3.4, 0.95 * len(set(g["_arm"])) + 1.8) for _, g in facets]
     else:
-        ncols, nrows = len(warmups), len(facets)
-        w, h = max(3.4, 0.95 * summary["batch_size"].nunique() + 1.8), max(2.8, 0.5 * nl + 1.4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.6, h * nrows + 1.1), squeeze=False, constrained_layout=True)
+        nrows, widths = len(facets), [max(3.4, 0.95 * summary["batch_size"].nunique() + 1.8)] * len(warmups)
+    fig, axes = plt.subplots(nrows, len(widths), figsize=(sum(widths) + 1.6, h * nrows + 1.1), squeeze=False, constrained_layout=True,
+                             gridspec_kw={"width_ratios": widths})
     metrics = sorted(summary["metric_name"].unique())
     shared = len(metrics) == 1
     last = {}
