@@ -15,7 +15,8 @@ same optimizer at each one's best LR only. The study's verdicts (conf/experiment
   it is the grid's largest, so the limit may lie above) and the best LR (below); then per LR a Fisher exact test of
   each arm's successes against adam/none at that LR, Holm over the table's tests.
 - ``paired.csv``: the named comparisons A vs B within a task (COMPARISONS, and every arm against adam/none), each
-  ``at: best`` (each arm at its best LR: success rate >= STABLE and the lowest mean final validation loss) and
+  ``at: best`` (each arm at its best LR: success rate >= STABLE and the lowest mean final validation loss; an arm
+  with one LR, as in a confirmation at LRs fixed in advance, at that LR) and
   ``at: <lr>`` at every LR both arms ran, paired by seed, for the training-set loss, the test loss and the gap: the
   mean of A - B (interval from bench.stats.mean_interval), the exact sign-flip p and the paired t p, each with Holm
   over the metric's rows of the same kind (at: best, or per LR). Stalled runs are in; a pair with a non-finite side is dropped and counted (``dropped``).
@@ -123,9 +124,14 @@ def cells(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_lrs(cell: pd.DataFrame) -> dict[tuple[str, str], float]:
-    """(task, arm) -> the LR with a success rate >= STABLE and the lowest mean final validation loss (absent if none)."""
+    """(task, arm) -> the LR with a success rate >= STABLE and the lowest mean final validation loss (absent if none).
+
+    An arm run at a single LR (a confirmation on fresh seeds, its LR fixed in advance from an earlier grid) keeps that
+    LR whatever its success rate: a test at a fixed cell must not drop the cell for failing."""
     ok = cell[(cell["success_rate"] >= STABLE) & cell["val_loss_mean"].notna()]
-    return {key: float(g.loc[g["val_loss_mean"].idxmin(), "lr"]) for key, g in ok.groupby(["task", "arm"])}
+    best = {key: float(g.loc[g["val_loss_mean"].idxmin(), "lr"]) for key, g in ok.groupby(["task", "arm"])}
+    fixed = {key: float(g["lr"].iloc[0]) for key, g in cell.groupby(["task", "arm"]) if len(g) == 1}
+    return best | fixed
 
 
 def stable(cell: pd.DataFrame) -> pd.DataFrame:

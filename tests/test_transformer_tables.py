@@ -69,6 +69,20 @@ def test_best_lr_ignores_a_cell_below_the_success_threshold(tmp_path):
     assert s.loc[s["arm"] == "adam/none", "best_lr"].item() == 0.004
 
 
+def test_an_arm_at_one_fixed_lr_is_compared_there_even_when_it_fails_often(tmp_path):
+    """A confirmation runs each arm at one LR fixed in advance: the comparison happens there, stalls included."""
+    _arm(tmp_path, "none", 0.004, successes=2, seeds=10)  # 8 of 10 stall: below the threshold, still the arm's cell
+    _arm(tmp_path, "warm", 0.008, successes=10, seeds=10, warmup="linear", fraction=0.1, train_set=1.6)
+    runs = tt.load(tmp_path)
+    cell = tt.cells(runs)
+    assert tt.best_lrs(cell) == {("lm_postln", "adam/none"): 0.004, ("lm_postln", "adam/linear 10%"): 0.008}
+    p = tt.paired(runs, cell)
+    row = p[(p["at"] == "best") & (p["metric"] == "train_set_loss")].iloc[0]
+    assert (row["lr_a"], row["lr_b"], row["pairs"]) == (0.008, 0.004, 10)
+    assert row["mean_diff"] == pytest.approx(0.2 * (1.6 - 2.0) + 0.8 * (1.6 - 3.2))
+    assert row["p_perm"] == pytest.approx(2 / 2**10)  # all 10 pairs negative: the exact two-sided sign-flip p
+
+
 def test_paired_difference_exact_p_and_holm(tmp_path):
     for s, d in enumerate((-0.1, -0.2, -0.3, -0.4)):  # warm-up lowers the training-set loss by 0.25 on average
         _run(tmp_path, f"none/{s}", seed=s, train_set=2.0, test=2.3)
@@ -111,7 +125,8 @@ def test_stalled_run_counted_and_diverged_run_dropped(tmp_path):
     row = p[(p["at"] == "0.004") & (p["metric"] == "train_set_loss")].iloc[0]
     assert (row["pairs"], row["dropped"]) == (4, 1)
     assert row["mean_diff"] == pytest.approx((3 * -0.1 + 1.2) / 4)
-    assert p.loc[p["at"] == "best", "pairs"].eq(0).all()  # 3/5 successes: the warm-up arm has no best LR
+    # one LR per arm: no LR is selected, so the best-LR rows compare there, the stalled run in and the diverged one out
+    assert p.loc[p["at"] == "best", "pairs"].eq(4).all() and p.loc[p["at"] == "best", "dropped"].eq(1).all()
 
 
 def test_named_comparisons():
