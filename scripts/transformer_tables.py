@@ -277,13 +277,14 @@ def readable(cell: pd.DataFrame, stab: pd.DataFrame, pair: pd.DataFrame) -> dict
         shown = pd.DataFrame({"task": p["task"], "A vs B": p["a"] + " vs " + p["b"], "at": p["at"], "lr_a": p["lr_a"], "lr_b": p["lr_b"],
                               "metric": p["metric"], "pairs": p["pairs"], "dropped": p["dropped"],
                               "mean A - B [95%]": [_interval(*v) for v in p[["mean_diff", "lo", "hi"]].itertuples(index=False)],
-                              "p_perm": p["p_perm"], "p_t": p["p_t"], "p_t_holm": p["p_t_holm"]})
+                              "p_perm": p["p_perm"], "p_holm": p["p_holm"], "p_t": p["p_t"], "p_t_holm": p["p_t_holm"]})
     return {
         "Cells: successes [exact 95%], stalled and diverged runs, median losses over seeds (stalled runs included, diverged ones have none)": c,
         f"Largest LR with a success rate >= {STABLE:g} (on_edge: the grid's largest) and the best LR per arm": per_arm,
         f"Successes against {NONE} at each LR (Fisher exact, Holm over the table)": fisher,
         ("Paired by seed, A - B: each arm at its best LR (at: best), and against adam/none at each LR for the training-set loss "
-         "(exact sign-flip p, at least 0.0625 with 5 seeds; paired t p with Holm over the metric's rows of the same kind: best, or per LR)"): shown,
+         "(exact sign-flip p: at least 2/2^n with n pairs, 0.0625 for 5 and 0.002 for 10; paired t p; each with Holm over the metric's "
+         "rows of the same kind: best, or per LR)"): shown,
     }
 
 
