@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -187,7 +188,8 @@ def heatmap(sw, summary: pd.DataFrame, best: pd.DataFrame, path: Path) -> Path:
                 fig.colorbar(last[name][0], ax=ax, shrink=0.85, extend=_extend(cells["mean"], norm)).set_label(_metric_label(sw, mode, name), fontsize=8)
     if shared:
         im, norm = last[metrics[0]]
-        fig.colorbar(im, ax=axes, shrink=0.85, extend=_extend(summary["mean"], norm)).set_label(_metric_label(sw) + _scale_note(metrics[0]))
+        label = _metric_label(sw) + _scale_note(metrics[0])  # wrapped: a long label would run past a short map's height
+        fig.colorbar(im, ax=axes, shrink=0.85, extend=_extend(summary["mean"], norm)).set_label(textwrap.fill(label, max(30, int(8 * h))))
     fig.suptitle(f"Mean {sw.reading()} over successful seeds (n = runs per cell)\nframed: best LR (success rate ≥ 0.8); ✕: runs that did not succeed", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -432,7 +434,9 @@ def divergence(sw, path: Path) -> Path:
     panels = [(label, g, b) for label, g in facets for b in bs]
     cols = len(bs) if len(bs) > 1 else min(PANEL_COLUMNS, len(panels))
     rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols + 0.6, 3.9 * rows + 0.9), squeeze=False, constrained_layout=True, sharey=True)
+    beside = len(arms) > 6  # many arms: the legend beside each first panel, not over the lines
+    fig, axes = plt.subplots(rows, cols, figsize=((4.8 + 3.6 * beside) * cols + 0.6, 3.9 * rows + 0.9), squeeze=False,
+                             constrained_layout=True, sharey=True)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for i, (ax, (label, g, b)) in enumerate(zip(axes.flat, panels)):
@@ -459,7 +463,7 @@ def divergence(sw, path: Path) -> Path:
         ax.set_title(f"batch.size={int(b)}" + (f"\n{label}" if label else ""), fontsize=10)
         ax.grid(True, alpha=0.3)
         if len(bs) == 1 or b == bs[0]:
-            ax.legend(title="arm", fontsize=7)
+            ax.legend(title="arm", fontsize=7, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if beside else {}))
     kinds = sorted(set(runs.loc[~runs["success"].astype(bool), "status"]))
     fig.suptitle("Stable LR range: failed runs per arm and LR\n(k/n: k of n finished seeds failed"
                  + (f"; failures here: {', '.join(kinds)})" if kinds else "; none failed)"), fontsize=10)
