@@ -7,8 +7,9 @@ seed) this checks:
 
 - the success rate: the two exact (Clopper-Pearson) 95 % intervals overlap;
 - the mean metric over successful runs: the two 95 % intervals (t below 10 runs, BCa from 10)
-  overlap; with a single successful run on a side there is no interval and the two values must
-  be equal to 1e-9 (a same-machine rerun).
+  overlap. A side with a single successful run has no interval: its value must lie in the other
+  side's 95 % prediction interval for one new run (mean +- t s sqrt(1 + 1/n), n >= 2 runs there);
+  with a single run on both sides the two values must be equal to 1e-9 (a same-machine rerun).
 
 The metric is the held-out test metric (``result.json["test"]``, ``val_acc`` -> ``test_acc``) when
 every successful run of both sweeps has it, else the validation metric, as in the report; the last
@@ -42,10 +43,20 @@ def cell_stats(runs: pd.DataFrame, keys: list[str], column: str = "metric") -> p
         cell = cell if isinstance(cell, tuple) else (cell,)
         k, n = int(g["success"].sum()), len(g)
         lo, hi = clopper_pearson(k, n)
-        m, mlo, mhi, how = mean_interval(g.loc[g["success"], column].tolist())
+        values = g.loc[g["success"], column].dropna()
+        m, mlo, mhi, how = mean_interval(values.tolist())
         rows.append({**dict(zip(keys, cell)), "runs": n, "successes": k, "success_rate": k / n if n else math.nan,
-                     "success_lo": lo, "success_hi": hi, "mean": m, "mean_lo": mlo, "mean_hi": mhi, "interval": how})
+                     "success_lo": lo, "success_hi": hi, "mean": m, "mean_lo": mlo, "mean_hi": mhi, "interval": how,
+                     "n_values": len(values), "sd": float(values.std(ddof=1)) if len(values) >= 2 else math.nan})
     return pd.DataFrame(rows)
+
+
+def prediction_interval(mean: float, sd: float, n: int) -> tuple[float, float]:
+    """The 95 % interval for one new run's value, from ``n`` >= 2 runs with this mean and sample SD (t, n - 1 df)."""
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    return mean - half, mean + half
 
 
 def _overlap(a_lo, a_hi, b_lo, b_hi) -> bool:
@@ -68,9 +79,15 @@ def disagreements(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> list[str
             continue
         if math.isnan(x["mean"]) or math.isnan(y["mean"]):
             continue  # no successful run on a side: the success rates above are all there is to compare
-        if math.isnan(x.mean_lo) or math.isnan(y.mean_lo):
+        if math.isnan(x.mean_lo) and math.isnan(y.mean_lo):
             if abs(x["mean"] - y["mean"]) > 1e-9:
-                out.append(f"{label}: mean {x['mean']:.4g} vs {y['mean']:.4g} (one successful run on a side: no interval, values differ)")
+                out.append(f"{label}: mean {x['mean']:.4g} vs {y['mean']:.4g} (one successful run on each side: no interval, values differ)")
+        elif math.isnan(x.mean_lo) or math.isnan(y.mean_lo):
+            one, many = (x, y) if math.isnan(x.mean_lo) else (y, x)
+            lo, hi = prediction_interval(many["mean"], many["sd"], int(many["n_values"]))
+            if not lo <= one["mean"] <= hi:
+                out.append(f"{label}: mean {x['mean']:.4g} vs {y['mean']:.4g} (one successful run on a side: outside the other's 95% "
+                           f"prediction interval for one run, [{lo:.4g}, {hi:.4g}])")
         elif not _overlap(x.mean_lo, x.mean_hi, y.mean_lo, y.mean_hi):
             out.append(f"{label}: mean {x['mean']:.4g} [{x.mean_lo:.4g}, {x.mean_hi:.4g}] vs {y['mean']:.4g} [{y.mean_lo:.4g}, {y.mean_hi:.4g}]")
     return out

@@ -46,3 +46,32 @@ def test_compare_uses_the_test_metric_when_both_sweeps_have_it(tmp_path):
     assert n == 2 and what == "test_acc" and len(lines) == 1 and "lr_base=0.3" in lines[0]
     lines, n, what = compare(a, _sweep(tmp_path / "c", 0.1, with_test=False))  # one side without test: validation
     assert lines == [] and what == "val_acc (test metrics missing: validation compared)"
+
+
+def test_a_single_successful_run_is_judged_by_the_other_sides_prediction_interval(tmp_path):
+    """One side with one successful run (the others diverged) has no interval: its value must lie in the other side's
+    95 % prediction interval for one new run; one run on both sides must be equal (a same-machine rerun)."""
+    from scipy.stats import t
+
+    from bench.compare import cell_stats, disagreements, prediction_interval
+    from test_report import record, write_sweep
+
+    def sweep(root, accs):
+        recs = [record(i, lr=0.1, seed=i, acc=a if a is not None else 0.0, status="completed" if a is not None else "diverged")
+                for i, a in enumerate(accs)]
+        return cell_stats(rep_load(write_sweep(root, recs)).runs, ["lr_base"])
+
+    from bench.report import load as rep_load
+
+    many = sweep(tmp_path / "many", [0.80, 0.84, 0.88])  # mean 0.84, SD 0.04
+    lo, hi = prediction_interval(0.84, 0.04, 3)
+    assert (lo, hi) == pytest.approx((0.84 - t.ppf(0.975, 2) * 0.04 * (4 / 3) ** 0.5, 0.84 + t.ppf(0.975, 2) * 0.04 * (4 / 3) ** 0.5))
+    inside = sweep(tmp_path / "in", [0.70, None, None])  # outside the mean's t-interval [0.74, 0.94], inside the PI [0.64, 1.04]
+    outside = sweep(tmp_path / "out", [hi + 0.01, None, None])
+    assert disagreements(many, inside, ["lr_base"]) == []
+    (line,) = disagreements(outside, many, ["lr_base"])
+    assert "prediction interval" in line
+    single = sweep(tmp_path / "single", [0.70, None, None])
+    assert disagreements(inside, single, ["lr_base"]) == []  # the same value: a same-machine rerun
+    (line,) = disagreements(single, sweep(tmp_path / "other", [0.71, None, None]), ["lr_base"])
+    assert "one successful run on each side" in line
