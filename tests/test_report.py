@@ -7,6 +7,7 @@ import math
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,24 @@ def write_sweep(root: Path, records: list[dict]) -> Path:
         rows = [{"kind": "train", "step": s, "lr": r["lr_peak"], "train_loss": 2.0 / (s + 1)} for s in range(0, 100, 10)]
         (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
     return root
+
+
+@contextmanager
+def saved_figures():
+    """The matplotlib figures saved inside the block, in order (each still saved to its file)."""
+    from bench import report_plots
+
+    grabbed, orig = [], report_plots.plt.Figure.savefig
+
+    def grab(fig, *a, **k):
+        grabbed.append(fig)
+        return orig(fig, *a, **k)
+
+    report_plots.plt.Figure.savefig = grab
+    try:
+        yield grabbed
+    finally:
+        report_plots.plt.Figure.savefig = orig
 
 
 def small_sweep(root: Path) -> Path:
@@ -366,19 +385,9 @@ def test_multi_model_curves_and_single_batch_heatmap(tmp_path):
         (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
     sw = rep.load(root)
     summary = rep.summarize(sw)
-    grabbed = []
-    orig = report_plots.plt.Figure.savefig
-
-    def grab(fig, *a, **k):
-        grabbed.append(fig)
-        return orig(fig, *a, **k)
-
-    report_plots.plt.Figure.savefig = grab
-    try:
+    with saved_figures() as grabbed:
         report_plots.curves_figure(sw, summary, tmp_path / "c.png", rep.curves)
         report_plots.heatmap(sw, summary, rep.best_lr(sw, summary), tmp_path / "h.png")
-    finally:
-        report_plots.plt.Figure.savefig = orig
     curves, heat = grabbed
     titles = [ax.get_title() for ax in curves.axes]
     assert titles[0].startswith("discriminator:") and titles[1].startswith("generator:") and len(titles) == 3
@@ -651,19 +660,9 @@ def test_heatmap_and_failure_figure_show_arms_and_count_every_failure(tmp_path):
     root = write_sweep(tmp_path / "sweep", recs)
     sw = rep.load(root)
     summary = rep.summarize(sw)
-    grabbed = []
-    orig = report_plots.plt.Figure.savefig
-
-    def grab(fig, *a, **k):
-        grabbed.append(fig)
-        return orig(fig, *a, **k)
-
-    report_plots.plt.Figure.savefig = grab
-    try:
+    with saved_figures() as grabbed:
         report_plots.heatmap(sw, summary, rep.best_lr(sw, summary), tmp_path / "h.png")
         report_plots.divergence(sw, tmp_path / "d.png")
-    finally:
-        report_plots.plt.Figure.savefig = orig
     heat, fail = grabbed
     (panel,) = [ax for ax in heat.axes if ax.images]
     assert [t.get_text() for t in panel.get_xticklabels()] == ["none", "linear\nfraction=0.02", "linear\nfraction=0.1"]
