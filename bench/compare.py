@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.stats import clopper_pearson, mean_interval
+from bench.stats import clopper_pearson, mean_interval, prediction_interval
 
 
 def cell_stats(runs: pd.DataFrame, keys: list[str], column: str = "metric") -> pd.DataFrame:
@@ -49,14 +49,6 @@ def cell_stats(runs: pd.DataFrame, keys: list[str], column: str = "metric") -> p
                      "success_lo": lo, "success_hi": hi, "mean": m, "mean_lo": mlo, "mean_hi": mhi, "interval": how,
                      "n_values": len(values), "sd": float(values.std(ddof=1)) if len(values) >= 2 else math.nan})
     return pd.DataFrame(rows)
-
-
-def prediction_interval(mean: float, sd: float, n: int) -> tuple[float, float]:
-    """The 95 % interval for one new run's value, from ``n`` >= 2 runs with this mean and sample SD (t, n - 1 df)."""
-    from scipy.stats import t
-
-    half = float(t.ppf(0.975, n - 1)) * sd * math.sqrt(1 + 1 / n)
-    return mean - half, mean + half
 
 
 def _overlap(a_lo, a_hi, b_lo, b_hi) -> bool:

@@ -386,7 +386,7 @@ def curves_figure(sw, summary: pd.DataFrame, path: Path, read_curves) -> Path | 
     models = sorted({n for _, m, _ in loaded for n in _models(m)})
     loss_cols = [(f"train_loss/{n}", n) for n in models] or [("train_loss", None)]
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(1, len(loss_cols) + 1, figsize=(5.6 * (len(loss_cols) + 1), 4.6 + 0.16 * (len(loaded) + 1) // 2 + 0.4),
+    fig, axes = plt.subplots(1, len(loss_cols) + 1, figsize=(5.6 * (len(loss_cols) + 1), 4.6 + 0.16 * ((len(loaded) + 1) // 2) + 0.4),
                              squeeze=False, constrained_layout=True)
     axes = axes[0]
     for label, tr, color in loaded:

@@ -63,6 +63,15 @@ def mean_interval(values: Sequence[float], conf: float = CONF, seed: int = 0) ->
     return m, float(res.confidence_interval.low), float(res.confidence_interval.high), "bca"
 
 
+def prediction_interval(mean: float, sd: float, n: int, conf: float = CONF) -> tuple[float, float]:
+    """The ``conf`` interval for one new value, from ``n`` >= 2 values with this mean and sample SD:
+    mean -/+ t_{1-a/2, n-1} s sqrt(1 + 1/n)."""
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + conf / 2, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    return mean - half, mean + half
+
+
 def paired_permutation_pvalue(diffs: Sequence[float], exact_up_to: int = 16, resamples: int = 100_000, seed: int = 0) -> float:
     """Two-sided p-value of H0 "paired differences are symmetric about 0" by sign flips of the mean.
 

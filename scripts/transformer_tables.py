@@ -28,8 +28,8 @@ same optimizer at each one's best LR only. The study's verdicts (conf/experiment
 from __future__ import annotations
 
 import math
-import textwrap
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np

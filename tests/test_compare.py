@@ -53,15 +53,15 @@ def test_a_single_successful_run_is_judged_by_the_other_sides_prediction_interva
     95 % prediction interval for one new run; one run on both sides must be equal (a same-machine rerun)."""
     from scipy.stats import t
 
-    from bench.compare import cell_stats, disagreements, prediction_interval
+    from bench.compare import cell_stats, disagreements
+    from bench.report import load
+    from bench.stats import prediction_interval
     from test_report import record, write_sweep
 
     def sweep(root, accs):
         recs = [record(i, lr=0.1, seed=i, acc=a if a is not None else 0.0, status="completed" if a is not None else "diverged")
                 for i, a in enumerate(accs)]
-        return cell_stats(rep_load(write_sweep(root, recs)).runs, ["lr_base"])
-
-    from bench.report import load as rep_load
+        return cell_stats(load(write_sweep(root, recs)).runs, ["lr_base"])
 
     many = sweep(tmp_path / "many", [0.80, 0.84, 0.88])  # mean 0.84, SD 0.04
     lo, hi = prediction_interval(0.84, 0.04, 3)
