@@ -24,9 +24,8 @@
 # warmup.fraction, task.warmup_on, task.lr_mult.discriminator, optimizer.lr or seed: the parts set those).
 # SWEEP=DIR picks the folder (rerun with the same SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
 STUDY=gan_warmup
+PARTS=(ring dcgan)
 source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
-WHAT=${1:-all}
-shift $(( $# > 0 ? 1 : 0 ))
 NONE=(warmup=none warmup.fraction=null task.warmup_on=both)   # the warm-up target means nothing without a warm-up
 DCGAN=(task=dcgan_digits optimizer.lr=2e-4,5.5e-4,1.5e-3,4e-3 seed=0,1,2,3,4,5,6,7)
 if [ "$WHAT" = ring ] || [ "$WHAT" = all ]; then

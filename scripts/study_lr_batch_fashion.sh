@@ -10,9 +10,8 @@
 # Usage: bash scripts/study_lr_batch_fashion.sh [coarse|refined|noise|all] [Hydra overrides for every part]
 # SWEEP=DIR picks the folder (rerun with the same SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
 STUDY=lr_batch_fashion
+PARTS=(coarse refined noise)
 source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
-WHAT=${1:-all}
-shift $(( $# > 0 ? 1 : 0 ))
 STEPS=(train.epochs=null train.steps=400)
 if [ "$WHAT" = coarse ] || [ "$WHAT" = all ]; then
   part coarse/epochs optimizer=sgd,adam "$@"

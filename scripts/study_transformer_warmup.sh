@@ -40,9 +40,8 @@
 # warmup, warmup.fraction, lr_mult or seed: the parts set those). SWEEP=DIR picks the folder (rerun with the same
 # SWEEP to resume: finished jobs are skipped); PYTHON=... the interpreter.
 STUDY=transformer_warmup
+PARTS=(lm bert confirm)
 source "$(dirname "$0")/study_lib.sh"  # set -euo pipefail, cd to the root, PY, DIR, WANDB_MODE, part(), start
-WHAT=${1:-all}
-shift $(( $# > 0 ? 1 : 0 ))
 NO_LENGTH=(warmup.fraction=null)
 BERT=(task=bert_mlm lr_mult=0.5,1,2,4)
 CONFIRM=(seed=5,6,7,8,9,10,11,12,13,14)

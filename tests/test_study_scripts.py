@@ -35,3 +35,16 @@ def test_a_part_runs_the_preset_into_its_sweep_folder(tmp_path):
     first = next(c for c in calls if f"hydra.sweep.dir={tmp_path / 's'}/mlp_sgd_warm" in c)
     assert first[:6] == ["WANDB_MODE=offline", "-m", "bench", "-m", "experiment=warmup_mechanism", f"hydra.sweep.dir={tmp_path / 's'}/mlp_sgd_warm"]
     assert "report=false" in first
+
+
+WITH_PARTS = [p for p in SCRIPTS if re.search(r"^PARTS=\(", p.read_text(), re.M)]
+
+
+@pytest.mark.parametrize("script", WITH_PARTS, ids=[p.name for p in WITH_PARTS])
+def test_an_unknown_part_stops_with_one_line_naming_the_allowed_ones(script, tmp_path):
+    parts = re.search(r"^PARTS=\((.*)\)$", script.read_text(), re.M)[1].split()
+    env = os.environ | {"PYTHON": "/bin/false", "SWEEP": str(tmp_path / "s")}  # nothing may run: a call would fail
+    p = subprocess.run(["bash", str(script), "bogus"], env=env, capture_output=True, text=True, timeout=60)
+    study = re.search(r"^STUDY=(\w+)$", script.read_text(), re.M)[1]
+    assert p.returncode == 2 and p.stderr == f"error: unknown part 'bogus' of {study}; allowed: {' '.join(parts)} all\n"
+    assert "part " not in p.stdout and not (tmp_path / "s").exists()
